@@ -1,0 +1,296 @@
+"""Typed run configuration: one YAML file per run, `--set a.b=value` overrides, strict validation.
+
+Every problem is reported before any work as one line naming the key, e.g.
+``config: budget must be > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from delift_ray.errors import DeliftError
+
+PLAIN_TEMPLATE = "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
+EXAMPLE_TEMPLATE = (
+    "Instruction:\nUse the following example as a guide to answer the query in the same format "
+    "and style, providing a clear and concise response.\n\n\n"
+    "Example:\n{example_prompt}\n{example_response}\n\n\nQuery:\n{query}\n"
+)
+
+
+@dataclass
+class DataConfig:
+    """Where a set of examples lives and how its rows map to (prompt x, response y)."""
+
+    path: str = ""
+    format: Literal["alpaca", "messages"] = "alpaca"
+    instruction_field: str = "instruction"
+    input_field: str = "input"
+    output_field: str = "output"
+    messages_field: str = "messages"
+    prompt_template: str = "Instruction: {instruction}\nInput: {input}\n"
+    response_template: str = " {output}"
+
+
+@dataclass
+class ModelConfig:
+    """The causal LM that scores utilities."""
+
+    path: str = ""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
+    max_length: int | None = None
+
+
+@dataclass
+class TemplatesConfig:
+    """Scoring prompts (SPEC §3). `{query}` is x_i; the example's fields are x_j and y_j."""
+
+    plain: str = PLAIN_TEMPLATE
+    with_example: str = EXAMPLE_TEMPLATE
+    add_bos: Literal["auto", "always", "never"] = "auto"
+
+
+@dataclass
+class PairsConfig:
+    """Which (target, demonstration) pairs are scored."""
+
+    mode: Literal["dense"] = "dense"
+
+
+@dataclass
+class ScoringConfig:
+    """Batching and the distance used for utilities."""
+
+    distance: Literal["d", "cpmi"] = "d"
+    max_batch_tokens: int = 8192
+    max_batch_size: int = 64
+
+
+@dataclass
+class SelectionConfig:
+    """Kernel scaling and the greedy optimiser."""
+
+    scaling: Literal["minmax", "clip"] = "minmax"
+    optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
+    stochastic_epsilon: float = 0.01
+    eta: float = 1.0
+    nu: float = 1.0
+
+
+@dataclass
+class EmbedderConfig:
+    """Sentence-embedding model for the `se` baseline; empty path = bundled all-MiniLM-L6-v2."""
+
+    path: str = ""
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    """One selection run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    target: DataConfig | None = None
+    existing: DataConfig | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: Literal["delift", "se", "random", "full"] = "delift"
+    stage: Literal["instruction", "task", "continual"] = "instruction"
+    budget: float | int = 0.3
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    output_dir: str = "runs/demo"
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply `key.sub=value` overrides, validate; raise DeliftError if bad."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise DeliftError(f"config: file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise DeliftError(f"config: {p} is not valid YAML: {_first_line(e)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise DeliftError(f"config: {p} must hold a mapping at the top level")
+        raw = loaded
+    for item in overrides or []:
+        _apply_override(raw, item)
+    cfg = _build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain data (for manifests)."""
+    return dataclasses.asdict(cfg)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise DeliftError(f"config: --set expects key=value, got {item!r}")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise DeliftError(f"config: --set has an empty key in {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise DeliftError(f"config: cannot set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise DeliftError(f"config: {where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise DeliftError(
+            f"config: unknown key {prefix}{unknown[0]} (known keys: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except DeliftError as e:
+                errors.append(str(e))
+        raise DeliftError(errors[0] if len(errors) == 1 else f"config: {key} has a bad value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise DeliftError(
+                f"config: {key} must be one of {', '.join(map(str, choices))}; got {value!r}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{key}.")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DeliftError(f"config: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DeliftError(f"config: {key} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise DeliftError(f"config: {key} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise DeliftError(f"config: {key} must be a string, got {value!r}")
+        return value
+    raise DeliftError(f"config: {key} has an unsupported type")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# validation that needs no data
+
+
+def validate(cfg: Config) -> None:
+    """Check values that are wrong whatever the data; raise DeliftError naming the key."""
+    b = cfg.budget
+    if b <= 0:
+        raise DeliftError(f"config: budget must be > 0, got {b}")
+    if isinstance(b, float) and b > 1:
+        raise DeliftError(
+            f"config: budget {b} is a fraction > 1; use a fraction in (0, 1] or an integer count"
+        )
+    _check_data(cfg.data, "data")
+    if cfg.stage == "task":
+        if cfg.target is None:
+            raise DeliftError("config: stage task needs target.path (the target set D_T)")
+        _check_data(cfg.target, "target")
+    if cfg.stage == "continual":
+        if cfg.existing is None:
+            raise DeliftError("config: stage continual needs existing.path (data already learned)")
+        _check_data(cfg.existing, "existing")
+    if cfg.method == "delift" and not cfg.model.path:
+        raise DeliftError("config: method delift needs model.path")
+    if cfg.model.max_length is not None and cfg.model.max_length < 8:
+        raise DeliftError(f"config: model.max_length must be >= 8, got {cfg.model.max_length}")
+    for key in ("max_batch_tokens", "max_batch_size"):
+        if getattr(cfg.scoring, key) < 1:
+            raise DeliftError(f"config: scoring.{key} must be >= 1")
+    if not 0 < cfg.selection.stochastic_epsilon < 1:
+        raise DeliftError("config: selection.stochastic_epsilon must be in (0, 1)")
+    for key in ("eta", "nu"):
+        if getattr(cfg.selection, key) < 0:
+            raise DeliftError(f"config: selection.{key} must be >= 0")
+    if "{query}" not in cfg.templates.plain:
+        raise DeliftError("config: templates.plain must contain {query}")
+    for ph in ("{query}", "{example_prompt}", "{example_response}"):
+        if ph not in cfg.templates.with_example:
+            raise DeliftError(f"config: templates.with_example must contain {ph}")
+    if not cfg.output_dir:
+        raise DeliftError("config: output_dir must not be empty")
+
+
+def _check_data(d: DataConfig, key: str) -> None:
+    if not d.path:
+        raise DeliftError(f"config: {key}.path is required")
+    if "://" not in d.path and not Path(d.path).exists():
+        raise DeliftError(f"config: {key}.path does not exist: {d.path}")
+    if d.format == "alpaca" and "{" + d.output_field + "}" not in d.response_template:
+        raise DeliftError(f"config: {key}.response_template must contain {{{d.output_field}}}")
+
+
+def resolve_budget(budget: float | int, n: int) -> int:
+    """Turn a fraction or a count into a count for a pool of n; DeliftError if impossible."""
+    if n == 0:
+        raise DeliftError("data: the pool has no usable rows (see rejects.parquet)")
+    if isinstance(budget, float):
+        k = max(1, int(round(budget * n)))
+    else:
+        k = budget
+    if k > n:
+        raise DeliftError(f"config: budget {budget} is larger than the pool ({n} usable rows)")
+    return k

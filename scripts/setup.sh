@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install delift-ray with pinned dependencies (CPU torch 2.13.0).
+# Idempotent: a second run only checks that everything is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.delift-installed
+want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing pinned dependencies (about 1-3 minutes on a fresh machine)"
+  # torch first and pinned: a bare torch would pull a multi-GB CUDA build.
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements/lock.txt 2>&1 | grep -v "is ignored" || true
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import torch, ray, transformers, delift_ray" \
+    || { echo "[setup] install failed: see pip output above" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+echo "[setup] .venv ready: torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

@@ -1,0 +1,31 @@
+"""Shared fixtures: offline environment and a tiny model saved to disk and loaded by path."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+CORPUS = [
+    "Instruction: Reverse the word.\nInput: cat\n tac",
+    "Instruction: Add the numbers.\nInput: 2 3\n 5",
+    "Instruction: Translate to French.\nInput: hello\n bonjour",
+    "Instruction: Name the capital of France.\nInput: \n Paris",
+    "Use the following example as a guide to answer the query in the same format and style.",
+    "Please generate a response to the following query. Example: Query:",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """Path of a tiny Llama + byte-level BPE tokenizer saved like a user's model directory."""
+    from delift_ray.tiny import save_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    return str(save_tiny_model(out, CORPUS * 4, seed=0, max_positions=256))
