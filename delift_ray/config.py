@@ -105,7 +105,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: Literal["delift", "se", "random", "full"] = "delift"
     stage: Literal["instruction", "task", "continual"] = "instruction"
-    budget: float | int = 0.3
+    budget: int | float = 0.3
     pairs: PairsConfig = field(default_factory=PairsConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)

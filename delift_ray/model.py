@@ -1,0 +1,116 @@
+"""Load the scoring model (any causal LM, by local path or hub id) safely, and fingerprint it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delift_ray.config import ModelConfig
+from delift_ray.errors import DeliftError
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
+FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with its tokenizer, context limit and content fingerprint."""
+
+    model: Any
+    tokenizer: Any
+    max_length: int
+    fingerprint: str
+    device: str
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load model + tokenizer per config; DeliftError with one line on any problem."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    local = Path(cfg.path).expanduser()
+    if local.exists():
+        _check_local_dir(local, cfg.allow_pickle_weights)
+    elif _looks_like_path(cfg.path):
+        raise DeliftError(f"model: model.path does not exist: {cfg.path}")
+    source = str(local) if local.exists() else cfg.path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=getattr(torch, cfg.dtype),
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=None if cfg.allow_pickle_weights else True,
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeliftError(f"model: cannot load {cfg.path!r}: {first}") from None
+    if tokenizer.eos_token_id is None:
+        raise DeliftError(f"model: the tokenizer of {cfg.path!r} has no EOS token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        model.to(cfg.device)
+    except (RuntimeError, AssertionError) as e:
+        raise DeliftError(f"model: cannot move the model to device {cfg.device!r}: {e}") from None
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        max_length=cfg.max_length or context_limit(model, tokenizer),
+        fingerprint=fingerprint(source, model),
+        device=cfg.device,
+    )
+
+
+def context_limit(model: Any, tokenizer: Any) -> int:
+    """The longest sequence the model and tokenizer both accept."""
+    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(usable) if usable else DEFAULT_MAX_LENGTH
+
+
+def fingerprint(source: str, model: Any) -> str:
+    """A content hash of the model directory's weights, config and tokenizer files."""
+    h = hashlib.sha256()
+    root = Path(source)
+    if root.is_dir():
+        names = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_file() and (p.name in FINGERPRINT_FILES or p.suffix == ".safetensors")
+        )
+        for name in names:
+            h.update(name.encode())
+            with open(root / name, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    else:
+        h.update(source.encode())
+        h.update(model.config.to_json_string().encode())
+        h.update(str(getattr(model.config, "_commit_hash", "")).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_local_dir(path: Path, allow_pickle: bool) -> None:
+    if not path.is_dir():
+        raise DeliftError(f"model: model.path must be a model directory, got a file: {path}")
+    if not (path / "config.json").is_file():
+        raise DeliftError(f"model: {path} has no config.json; is it a transformers model directory?")
+    has_safetensors = any(path.glob("*.safetensors"))
+    has_pickle = any((path / name).exists() for name in PICKLE_WEIGHTS)
+    if not has_safetensors and has_pickle and not allow_pickle:
+        raise DeliftError(
+            f"model: {path} has only pickle weights (unsafe to load); convert them to safetensors "
+            "or set model.allow_pickle_weights=true if you trust the files"
+        )
+    if not has_safetensors and not has_pickle:
+        raise DeliftError(f"model: {path} has no weight files (*.safetensors)")
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1
