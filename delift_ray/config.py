@@ -17,7 +17,9 @@ import yaml
 
 from delift_ray.errors import DeliftError
 
-PLAIN_TEMPLATE = "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
+PLAIN_TEMPLATE = (
+    "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
+)
 EXAMPLE_TEMPLATE = (
     "Instruction:\nUse the following example as a guide to answer the query in the same format "
     "and style, providing a clear and concise response.\n\n\n"
@@ -62,9 +64,11 @@ class TemplatesConfig:
 
 @dataclass
 class PairsConfig:
-    """Which (target, demonstration) pairs are scored."""
+    """Which (target, demonstration) pairs are scored: all, or each target's k nearest + itself."""
 
-    mode: Literal["dense"] = "dense"
+    mode: Literal["dense", "knn"] = "dense"
+    k: int = 64
+    embedder: Literal["sentence", "self"] = "sentence"
 
 
 @dataclass
@@ -74,6 +78,21 @@ class ScoringConfig:
     distance: Literal["d", "cpmi"] = "d"
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
+    prefix_sharing: bool = True
+    executor: Literal["ray", "local"] = "ray"
+    actors: int = 1
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    demos_per_block: int = 32
+    targets_per_plain_block: int = 1024
+    calibration_pairs: int = 32
+
+
+@dataclass
+class StoreConfig:
+    """Where raw utility blocks live; empty uri = <output_dir>/store."""
+
+    uri: str = ""
 
 
 @dataclass
@@ -85,6 +104,9 @@ class SelectionConfig:
     stochastic_epsilon: float = 0.01
     eta: float = 1.0
     nu: float = 1.0
+    distributed: Literal["auto", "central", "randgreedi"] = "auto"
+    parts: int = 0
+    central_max_nonzeros: int = 200_000_000
 
 
 @dataclass
@@ -109,6 +131,7 @@ class Config:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     output_dir: str = "runs/demo"
@@ -202,7 +225,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except DeliftError as e:
                 errors.append(str(e))
-        raise DeliftError(errors[0] if len(errors) == 1 else f"config: {key} has a bad value {value!r}")
+        raise DeliftError(
+            errors[0] if len(errors) == 1 else f"config: {key} has a bad value {value!r}"
+        )
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -257,9 +282,22 @@ def validate(cfg: Config) -> None:
         raise DeliftError("config: method delift needs model.path")
     if cfg.model.max_length is not None and cfg.model.max_length < 8:
         raise DeliftError(f"config: model.max_length must be >= 8, got {cfg.model.max_length}")
-    for key in ("max_batch_tokens", "max_batch_size"):
+    for key in (
+        "max_batch_tokens",
+        "max_batch_size",
+        "actors",
+        "demos_per_block",
+        "targets_per_plain_block",
+    ):
         if getattr(cfg.scoring, key) < 1:
             raise DeliftError(f"config: scoring.{key} must be >= 1")
+    for key in ("cpus_per_actor", "gpus_per_actor"):
+        if getattr(cfg.scoring, key) < 0:
+            raise DeliftError(f"config: scoring.{key} must be >= 0")
+    if cfg.pairs.k < 1:
+        raise DeliftError(f"config: pairs.k must be >= 1, got {cfg.pairs.k}")
+    if cfg.selection.parts < 0:
+        raise DeliftError("config: selection.parts must be >= 0 (0 = automatic)")
     if not 0 < cfg.selection.stochastic_epsilon < 1:
         raise DeliftError("config: selection.stochastic_epsilon must be in (0, 1)")
     for key in ("eta", "nu"):
@@ -283,14 +321,16 @@ def _check_data(d: DataConfig, key: str) -> None:
         raise DeliftError(f"config: {key}.response_template must contain {{{d.output_field}}}")
 
 
+def store_uri(cfg: Config) -> str:
+    """The block store location: store.uri, or <output_dir>/store."""
+    return cfg.store.uri or str(Path(cfg.output_dir) / "store")
+
+
 def resolve_budget(budget: float | int, n: int) -> int:
     """Turn a fraction or a count into a count for a pool of n; DeliftError if impossible."""
     if n == 0:
         raise DeliftError("data: the pool has no usable rows (see rejects.parquet)")
-    if isinstance(budget, float):
-        k = max(1, int(round(budget * n)))
-    else:
-        k = budget
+    k = max(1, round(budget * n)) if isinstance(budget, float) else budget
     if k > n:
         raise DeliftError(f"config: budget {budget} is larger than the pool ({n} usable rows)")
     return k

@@ -39,3 +39,28 @@ def embed_texts(texts: list[str], cfg: EmbedderConfig, device: str = "cpu") -> n
         show_progress_bar=False,
     )
     return np.asarray(out, dtype=np.float32)
+
+
+def model_embeddings(
+    model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 512
+) -> np.ndarray:
+    """L2-normalised mean-pooled last hidden states of the scoring model itself."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        with torch.inference_mode():
+            hidden = model(**enc, output_hidden_states=True).hidden_states[-1].float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+    dim = getattr(model.config, "hidden_size", 0)
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)

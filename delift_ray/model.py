@@ -13,6 +13,7 @@ from delift_ray.errors import DeliftError
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
 FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 DEFAULT_MAX_LENGTH = 2048
 
 
@@ -27,20 +28,30 @@ class LoadedModel:
     device: str
 
 
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """Load only the tokenizer (enough to plan and check lengths); DeliftError on problems."""
+    from transformers import AutoTokenizer
+
+    source = _source(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DeliftError(f"model: cannot load {cfg.path!r}: {_first(e)}") from None
+    if tokenizer.eos_token_id is None:
+        raise DeliftError(f"model: the tokenizer of {cfg.path!r} has no EOS token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load model + tokenizer per config; DeliftError with one line on any problem."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    local = Path(cfg.path).expanduser()
-    if local.exists():
-        _check_local_dir(local, cfg.allow_pickle_weights)
-    elif _looks_like_path(cfg.path):
-        raise DeliftError(f"model: model.path does not exist: {cfg.path}")
-    source = str(local) if local.exists() else cfg.path
+    tokenizer = load_tokenizer(cfg)
+    source = _source(cfg)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=getattr(torch, cfg.dtype),
@@ -48,12 +59,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
             use_safetensors=None if cfg.allow_pickle_weights else True,
         )
     except (OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DeliftError(f"model: cannot load {cfg.path!r}: {first}") from None
-    if tokenizer.eos_token_id is None:
-        raise DeliftError(f"model: the tokenizer of {cfg.path!r} has no EOS token")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        raise DeliftError(f"model: cannot load {cfg.path!r}: {_first(e)}") from None
     try:
         model.to(cfg.device)
     except (RuntimeError, AssertionError) as e:
@@ -62,45 +68,76 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        max_length=cfg.max_length or context_limit(model, tokenizer),
-        fingerprint=fingerprint(source, model),
+        max_length=max_length(cfg, model.config, tokenizer),
+        fingerprint=fingerprint(cfg),
         device=cfg.device,
     )
 
 
-def context_limit(model: Any, tokenizer: Any) -> int:
-    """The longest sequence the model and tokenizer both accept."""
-    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+def max_length(cfg: ModelConfig, model_config: Any, tokenizer: Any) -> int:
+    """model.max_length if set, else the longest sequence the model and tokenizer both accept."""
+    if cfg.max_length:
+        return cfg.max_length
+    limits = [getattr(model_config, "max_position_embeddings", None), tokenizer.model_max_length]
     usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
     return min(usable) if usable else DEFAULT_MAX_LENGTH
 
 
-def fingerprint(source: str, model: Any) -> str:
+def model_config(cfg: ModelConfig) -> Any:
+    """The model's transformers config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(_source(cfg), trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DeliftError(f"model: cannot load the config of {cfg.path!r}: {_first(e)}") from None
+
+
+def fingerprint(cfg: ModelConfig) -> str:
     """A content hash of the model directory's weights, config and tokenizer files."""
     h = hashlib.sha256()
-    root = Path(source)
+    root = Path(_source(cfg))
     if root.is_dir():
         names = sorted(
             p.name
             for p in root.iterdir()
-            if p.is_file() and (p.name in FINGERPRINT_FILES or p.suffix == ".safetensors")
+            if p.is_file() and (p.name in FINGERPRINT_FILES or p.suffix in WEIGHT_SUFFIXES)
         )
         for name in names:
             h.update(name.encode())
             with open(root / name, "rb") as f:
                 h.update(hashlib.file_digest(f, "sha256").digest())
     else:
-        h.update(source.encode())
-        h.update(model.config.to_json_string().encode())
-        h.update(str(getattr(model.config, "_commit_hash", "")).encode())
+        mc = model_config(cfg)
+        h.update(cfg.path.encode())
+        h.update(mc.to_json_string().encode())
+        h.update(str(getattr(mc, "_commit_hash", "")).encode())
+    h.update(cfg.dtype.encode())
     return h.hexdigest()[:16]
+
+
+def _source(cfg: ModelConfig) -> str:
+    """The local directory or hub id to load from, after safety checks."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    local = Path(cfg.path).expanduser()
+    if local.exists():
+        _check_local_dir(local, cfg.allow_pickle_weights)
+        return str(local)
+    if _looks_like_path(cfg.path):
+        raise DeliftError(f"model: model.path does not exist: {cfg.path}")
+    return cfg.path
+
+
+def _first(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _check_local_dir(path: Path, allow_pickle: bool) -> None:
     if not path.is_dir():
         raise DeliftError(f"model: model.path must be a model directory, got a file: {path}")
     if not (path / "config.json").is_file():
-        raise DeliftError(f"model: {path} has no config.json; is it a transformers model directory?")
+        raise DeliftError(f"model: {path} has no config.json (not a transformers model directory)")
     has_safetensors = any(path.glob("*.safetensors"))
     has_pickle = any((path / name).exists() for name in PICKLE_WEIGHTS)
     if not has_safetensors and has_pickle and not allow_pickle:

@@ -2,10 +2,11 @@
 pyarrow filesystem URI, keyed by what determines a score (model fingerprint, templates,
 distance, context limit) so a re-run scores nothing and a stopped run scores only what is missing.
 
-Layout: ``<root>/<scoring key>/blocks/<content hash>.parquet``. Each block carries its row count
-and a checksum in the Parquet metadata; a block that fails either check is removed and its pairs
-count as missing, so they are scored again. Blocks are written beside their final name and
-moved into place, so a reader never sees half a block.
+Layout: ``<root>/<scoring key>/pairs/<content hash>.parquet`` for d1 blocks and
+``<root>/<scoring key>/plain/...`` for d0 blocks (demo_id "", d1 and u NaN). Each block carries
+its row count and a checksum in the Parquet metadata; a block that fails either check is
+removed and its pairs count as missing, so they are scored again. Blocks are written beside
+their final name and moved into place, so a reader never sees half a block.
 """
 
 from __future__ import annotations
@@ -84,10 +85,10 @@ class StoreScan:
 class BlockStore:
     """Parquet blocks of scored pairs for one scoring key."""
 
-    def __init__(self, uri: str, key: str) -> None:
+    def __init__(self, uri: str, key: str, kind: str = "pairs") -> None:
         self.fs, root = _filesystem(uri)
         self.key = key
-        self.dir = f"{root.rstrip('/')}/{key}/blocks"
+        self.dir = f"{root.rstrip('/')}/{key}/{kind}"
         try:
             self.fs.create_dir(self.dir, recursive=True)
         except OSError as e:

@@ -64,5 +64,5 @@ def test_missing_model_is_one_line(path, message):
 
 
 def test_directory_without_config(tmp_path):
-    with pytest.raises(DeliftError, match="no config.json"):
+    with pytest.raises(DeliftError, match=r"no config\.json"):
         load_model(ModelConfig(path=str(tmp_path)))

@@ -28,7 +28,7 @@ def test_roundtrip_and_u_column(tmp_path):
     np.testing.assert_allclose(
         np.array(got["u"]), np.array(got["d0"]) - np.array(got["d1"]), rtol=0, atol=0
     )
-    assert not list((tmp_path / "store" / "key1" / "blocks").glob(".*.tmp"))
+    assert not list((tmp_path / "store" / "key1" / "pairs").glob(".*.tmp"))
 
 
 def test_keys_partition_the_store(tmp_path):
@@ -44,7 +44,7 @@ def test_truncated_and_tampered_blocks_are_removed(tmp_path):
     good = store.write(sample_block(1))
     truncated = store.write(sample_block(2))
     tampered = store.write(sample_block(3))
-    blocks = tmp_path / "k" / "blocks"
+    blocks = tmp_path / "k" / "pairs"
     data = (blocks / truncated).read_bytes()
     (blocks / truncated).write_bytes(data[: len(data) // 2])
     t = pq.read_table(blocks / tampered)

@@ -1,0 +1,51 @@
+"""Ray lives here: score blocks on a Ray Data actor pool (or in-process), report progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from delift_ray.scoring import Block, BlockScorer, ScoreJob, TextSet
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def score_blocks(
+    job: ScoreJob,
+    sets: dict[str, TextSet],
+    blocks: list[Block],
+    on_block: Report,
+    local_scorer: Any = None,
+) -> None:
+    """Score every block, calling `on_block` with each finished block's summary."""
+    if not blocks:
+        return
+    if job.scoring.executor == "local":
+        worker = BlockScorer(job, sets, scorer=local_scorer)
+        for block in blocks:
+            on_block(worker.score(block))
+        return
+    _score_on_ray(job, sets, blocks, on_block)
+
+
+def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], on_block: Report):
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # one bar of our own, counted in pairs
+    ctx.verbose_stats_logs = False
+    sets_ref = ray.put(sets)
+    rows = [b.to_row() for b in blocks]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    cfg = job.scoring
+    ds = ds.map_batches(
+        BlockScorer,
+        fn_constructor_kwargs={"job": job, "sets": sets_ref},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(rows))),
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor or None,
+    )
+    for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+        on_block({k: v[0].item() if hasattr(v[0], "item") else v[0] for k, v in batch.items()})

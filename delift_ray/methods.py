@@ -1,0 +1,75 @@
+"""Selection methods: how each of delift / se / random / full turns a pool into a ranked subset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from delift_ray.config import Config
+from delift_ray.data import ExampleSet
+from delift_ray.embeddings import embed_texts
+from delift_ray.greedy import Selection, greedy
+from delift_ray.kernel import cosine_kernel
+from delift_ray.objectives import (
+    Objective,
+    facility_location,
+    fl_conditional_gain,
+    fl_mutual_information,
+)
+from delift_ray.progress import Progress
+
+
+@dataclass
+class Kernels:
+    """The pool kernel K and, per stage, the cross kernel (Q for task, P for continual)."""
+
+    pool: sp.csr_matrix | np.ndarray
+    cross: sp.csr_matrix | np.ndarray | None = None
+    utilities: pa.Table | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def cross_set(cfg: Config, sets: dict[str, ExampleSet]) -> ExampleSet | None:
+    """The set the stage conditions on: target set (task), existing data (continual), or none."""
+    return {"task": sets.get("target"), "continual": sets.get("existing")}.get(cfg.stage)
+
+
+def objective_for(cfg: Config, kernels: Kernels) -> Objective:
+    """FL, FLMI or FLCG over the kernels, by stage."""
+    if cfg.stage == "task":
+        return fl_mutual_information(kernels.pool, kernels.cross, eta=cfg.selection.eta)
+    if cfg.stage == "continual":
+        return fl_conditional_gain(kernels.pool, kernels.cross, nu=cfg.selection.nu)
+    return facility_location(kernels.pool)
+
+
+def run_greedy(cfg: Config, kernels: Kernels, budget: int) -> Selection:
+    """Greedy maximisation of the stage's objective, with a progress bar."""
+    with Progress("greedy", budget, unit="picks") as bar:
+        return greedy(
+            objective_for(cfg, kernels),
+            budget,
+            optimizer=cfg.selection.optimizer,
+            epsilon=cfg.selection.stochastic_epsilon,
+            seed=cfg.seed,
+            progress=bar.update_to,
+        )
+
+
+def se_kernels(cfg: Config, pool: ExampleSet, cross: ExampleSet | None) -> Kernels:
+    """DELIFT-SE: cosine kernel (cos + 1) / 2 of sentence embeddings of x + y."""
+    emb = embed_texts([x + y for x, y in zip(pool.xs, pool.ys)], cfg.embedder)
+    out = Kernels(pool=cosine_kernel(emb, emb), stats={"embedded": len(pool.examples)})
+    if cross is not None:
+        cross_emb = embed_texts([x + y for x, y in zip(cross.xs, cross.ys)], cfg.embedder)
+        out.cross = cosine_kernel(emb, cross_emb)
+    return out
+
+
+def random_order(n: int, budget: int, seed: int) -> np.ndarray:
+    """A seeded random subset of `budget` indices out of n."""
+    return np.random.default_rng(seed).permutation(n)[:budget].astype(np.int64)

@@ -1,0 +1,50 @@
+"""Joining a Ray cluster, or starting an embedded local one, with safe local defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LOCAL_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # loopback-only embedded cluster; token auth breaks `ray job`
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@contextmanager
+def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
+    """Use the running Ray (joined via RAY_ADDRESS or already initialised) or start a local one.
+
+    Yields "cluster" or "local". A local Ray gets at least `min_logical_cpus` logical CPUs so an
+    actor pool never starves Ray Data's read tasks on a 2-core machine, binds its dashboard to
+    127.0.0.1, and is shut down on exit; a joined cluster is left running.
+    """
+    import ray
+
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        yield "cluster"
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        try:
+            yield "cluster"
+        finally:
+            ray.shutdown()
+        return
+    ray.init(
+        num_cpus=max(min_logical_cpus, os.cpu_count() or 1),
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+        runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
+    )
+    try:
+        yield "local"
+    finally:
+        ray.shutdown()

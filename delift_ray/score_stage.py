@@ -1,0 +1,250 @@
+"""The delift method's scoring stage, in order: pairs -> plan -> estimate -> score -> reduce.
+
+Only what the block store lacks is scored; the kernels are then reduced from the store, so a
+re-run scores nothing and a stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from delift_ray.config import Config, store_uri
+from delift_ray.data import ExampleSet, Reject
+from delift_ray.distributed import score_blocks
+from delift_ray.embeddings import embed_texts, model_embeddings
+from delift_ray.errors import DeliftError
+from delift_ray.kernel import utility_kernel
+from delift_ray.model import fingerprint, load_tokenizer, max_length, model_config
+from delift_ray.pairs import dense_pairs, knn_pairs
+from delift_ray.progress import Progress
+from delift_ray.scoring import (
+    POOL,
+    ScoreJob,
+    TextSet,
+    build_scorer,
+    d0_by_index,
+    missing,
+    needed_utilities,
+    pair_table,
+    plan_pairs,
+    plan_plain,
+)
+from delift_ray.store import BlockStore, scoring_key
+from delift_ray.templates import Prompts
+
+CROSS = "cross"
+
+
+@dataclass
+class ScoringSetup:
+    """What scoring needs before any model weights are loaded."""
+
+    job: ScoreJob
+    prompts: Prompts
+    fingerprint: str
+
+
+@dataclass
+class Plan:
+    """The pairs each kernel needs and what of it the store lacks."""
+
+    needed: dict[str, pa.Table]
+    todo_plain: np.ndarray
+    todo_pairs: dict[str, pa.Table]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pairs_to_score(self) -> int:
+        """Pairs not yet in the store."""
+        return sum(t.num_rows for t in self.todo_pairs.values())
+
+
+def setup_scoring(cfg: Config) -> ScoringSetup:
+    """Tokenizer, context limit, model fingerprint and the store key; no weights loaded."""
+    tokenizer = load_tokenizer(cfg.model)
+    limit = max_length(cfg.model, model_config(cfg.model), tokenizer)
+    fp = fingerprint(cfg.model)
+    key = scoring_key(
+        model=fp,
+        templates=dataclasses.asdict(cfg.templates),
+        distance=cfg.scoring.distance,
+        max_length=limit,
+    )
+    job = ScoreJob(cfg.model, cfg.templates, cfg.scoring, limit, store_uri(cfg), key)
+    return ScoringSetup(job=job, prompts=Prompts(tokenizer, cfg.templates, limit), fingerprint=fp)
+
+
+def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> ExampleSet:
+    """Move pool rows whose response cannot fit the model's context into the rejects."""
+    reasons = prompts.too_long(prompts.encode(pool.xs, pool.ys))
+    if not any(reasons):
+        return pool
+    keep = [e for e, r in zip(pool.examples, reasons) if r is None]
+    rejects = [Reject(e.source, e.row, r) for e, r in zip(pool.examples, reasons) if r is not None]
+    return dataclasses.replace(pool, examples=keep, rejects=pool.rejects + rejects)
+
+
+def text_sets(pool: ExampleSet, cross: ExampleSet | None) -> dict[str, TextSet]:
+    """The texts scorers need: the pool (targets and demonstrations) and the cross set."""
+    sets = {POOL: TextSet(pool.ids, pool.xs, pool.ys)}
+    if cross is not None:
+        sets[CROSS] = TextSet(cross.ids, cross.xs, cross.ys)
+    return sets
+
+
+def choose_pairs(
+    cfg: Config, sets: dict[str, TextSet], local_scorer: Any = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(i, j) to score per kernel: every pair (dense) or each target's k nearest (knn)."""
+    n = len(sets[POOL].ids)
+    if cfg.pairs.mode == "dense":
+        out = {POOL: dense_pairs(n, n)}
+        if CROSS in sets:
+            out[CROSS] = dense_pairs(n, len(sets[CROSS].ids))
+        return out
+    emb = {name: embed(cfg, s, local_scorer) for name, s in sets.items()}
+    out = {POOL: knn_pairs(emb[POOL], emb[POOL], cfg.pairs.k, same_set=True)}
+    if CROSS in sets:
+        k = min(cfg.pairs.k, len(sets[CROSS].ids))
+        out[CROSS] = knn_pairs(emb[POOL], emb[CROSS], k, same_set=False)
+    return out
+
+
+def embed(cfg: Config, s: TextSet, local_scorer: Any = None) -> np.ndarray:
+    """Embeddings of x + y for kNN search: a sentence-embedding model, or the scorer's own."""
+    texts = [x + y for x, y in zip(s.xs, s.ys)]
+    if cfg.pairs.embedder == "sentence":
+        return embed_texts(texts, cfg.embedder)
+    if local_scorer is None:
+        raise DeliftError("config: pairs.embedder=self needs the model on the driver")
+    return model_embeddings(local_scorer.model, local_scorer.prompts.tokenizer, texts)
+
+
+def plan(setup: ScoringSetup, sets: dict[str, TextSet], pairs: dict[str, Any]) -> Plan:
+    """Compare the needed pairs with the store: what is missing, and what was corrupt."""
+    job = setup.job
+    plain_scan = BlockStore(job.store_uri, job.store_key, "plain").scan()
+    pair_scan = BlockStore(job.store_uri, job.store_key, "pairs").scan()
+    d0 = d0_by_index(plain_scan.table, sets[POOL].ids)
+    needed = {
+        name: pair_table(sets[POOL].ids, sets[name].ids, i, j) for name, (i, j) in pairs.items()
+    }
+    todo = {name: missing(t, pair_scan.table) for name, t in needed.items()}
+    stats = {
+        "pairs_needed": sum(t.num_rows for t in needed.values()),
+        "blocks_removed_corrupt": len(plain_scan.removed) + len(pair_scan.removed),
+    }
+    return Plan(needed, np.flatnonzero(np.isnan(d0)), todo, stats)
+
+
+def estimate(setup: ScoringSetup, sets: dict[str, TextSet], p: Plan) -> dict[str, Any]:
+    """Pairs and tokens still to score (computed from token counts, no model needed)."""
+    enc = {name: setup.prompts.encode(s.xs, s.ys) for name, s in sets.items()}
+    tokens = int(setup.prompts.lengths(enc[POOL], p.todo_plain).sum())
+    for name, t in p.todo_pairs.items():
+        i, j = t["i"].to_numpy(), t["j"].to_numpy()
+        tokens += int(setup.prompts.lengths(enc[POOL], i, enc[name], j).sum())
+    return {
+        "targets_to_score_d0": len(p.todo_plain),
+        "pairs_to_score": p.pairs_to_score,
+        "pairs_in_store": p.stats["pairs_needed"] - p.pairs_to_score,
+        "tokens_to_score": tokens,
+    }
+
+
+def calibrate(scorer: Any, sets: dict[str, TextSet], n_pairs: int, seed: int) -> float:
+    """Tokens per second of one scorer on a random sample of pool pairs (nothing stored)."""
+    enc = scorer.encode(sets[POOL].xs, sets[POOL].ys)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(enc), n_pairs)
+    j = rng.integers(0, len(enc), n_pairs)
+    start = time.perf_counter()
+    scorer.pairs(enc, enc, i, j)
+    seconds = max(time.perf_counter() - start, 1e-9)
+    return float(scorer.prompts.lengths(enc, i, enc, j).sum() / seconds)
+
+
+def print_estimate(est: dict[str, Any], tokens_per_s: float | None, workers: int) -> None:
+    """The cost estimate printed before scoring (and by --dry-run)."""
+    line = (
+        f"[delift-ray] plan: {est['pairs_to_score']:,} pairs and {est['targets_to_score_d0']:,} "
+        f"plain targets to score ({est['pairs_in_store']:,} pairs already in the store), "
+        f"{est['tokens_to_score']:,} tokens"
+    )
+    if tokens_per_s:
+        seconds = est["tokens_to_score"] / tokens_per_s / max(workers, 1)
+        line += f"; about {seconds:,.0f} s at {tokens_per_s:,.0f} tokens/s per worker x {workers}"
+    print(line, file=sys.stderr, flush=True)
+
+
+def execute(
+    setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, local_scorer: Any = None
+) -> dict[str, Any]:
+    """Score d0 for missing targets, then every missing pair; returns counters."""
+    job = setup.job
+    counters = {"pairs_scored": 0, "targets_scored_d0": 0, "tokens_scored": 0, "blocks": 0}
+    start = time.perf_counter()
+
+    def count(kind: str, bar: Progress):
+        def on_block(summary: dict[str, Any]) -> None:
+            key = "pairs_scored" if kind == "pairs" else "targets_scored_d0"
+            counters[key] += int(summary["rows"])
+            counters["tokens_scored"] += int(summary["tokens"])
+            counters["blocks"] += 1
+            bar.update_to(counters[key])
+
+        return on_block
+
+    plain_blocks = plan_plain(p.todo_plain, job.scoring.targets_per_plain_block)
+    with Progress("scoring d0", len(p.todo_plain), unit="targets") as bar:
+        score_blocks(job, sets, plain_blocks, count("plain", bar), local_scorer)
+    d0 = d0_by_index(BlockStore(job.store_uri, job.store_key, "plain").scan().table, sets[POOL].ids)
+    if np.isnan(d0).any():
+        raise DeliftError("store: some d0 blocks are missing after scoring; run again to resume")
+    blocks = [
+        b
+        for name, t in p.todo_pairs.items()
+        for b in plan_pairs(t, name, d0, job.scoring.demos_per_block)
+    ]
+    with Progress("scoring pairs", p.pairs_to_score, unit="pairs") as bar:
+        score_blocks(job, sets, blocks, count("pairs", bar), local_scorer)
+    seconds = time.perf_counter() - start
+    counters["pairs_per_second"] = round(counters["pairs_scored"] / seconds, 1) if seconds else None
+    return counters
+
+
+def reduce(
+    cfg: Config, setup: ScoringSetup, sets: dict[str, TextSet], p: Plan
+) -> tuple[Any, Any, pa.Table]:
+    """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities)."""
+    scan = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs").scan().table
+    n = len(sets[POOL].ids)
+    kernels, tables = {}, []
+    for name, needed in p.needed.items():
+        got = needed_utilities(needed, scan)
+        if got.num_rows != needed.num_rows:
+            raise DeliftError(
+                f"store: {needed.num_rows - got.num_rows} needed pairs are missing; run again"
+            )
+        i, j = got["i"].to_numpy(), got["j"].to_numpy()
+        shape = (n, len(sets[name].ids))
+        kernels[name] = utility_kernel(i, j, got["u"].to_numpy(), shape, cfg.selection.scaling)
+        label = POOL if name == POOL else cfg.stage
+        tables.append(
+            got.select(["target_id", "demo_id", "d0", "d1", "u"]).add_column(
+                0, "kernel", pa.array([label] * got.num_rows, pa.string())
+            )
+        )
+    return kernels[POOL], kernels.get(CROSS), pa.concat_tables(tables)
+
+
+def build_local_scorer(setup: ScoringSetup) -> Any:
+    """The in-process scorer (local executor, calibration, self-embeddings)."""
+    return build_scorer(setup.job)
