@@ -53,6 +53,7 @@ def _texts(pairs: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, 
 def _train(pairs: list[tuple[str, str]], out: Path) -> None:
     import torch
 
+    torch.set_num_threads(1)  # tiny matrices: extra threads only contend (and vary results)
     rng = random.Random(SETTINGS["seed"])
     texts = _texts(pairs, rng)
     tok = build_tokenizer([p + r for p, r in texts], vocab_size=512, max_length=512)

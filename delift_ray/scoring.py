@@ -190,8 +190,9 @@ def build_scorer(job: ScoreJob) -> Any:
     from delift_ray.model import load_model
     from delift_ray.utility import UtilityScorer
 
-    if job.scoring.cpus_per_actor >= 1:
-        torch.set_num_threads(int(job.scoring.cpus_per_actor))
+    # One intra-op thread per reserved CPU: oversubscribed OpenMP threads spin and can make a
+    # CPU forward pass 10-30x slower when actors share cores.
+    torch.set_num_threads(max(1, int(job.scoring.cpus_per_actor)))
     lm = load_model(job.model)
     return UtilityScorer(
         lm.model, lm.tokenizer, job.templates, job.scoring, job.max_length, device=lm.device

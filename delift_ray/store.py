@@ -89,10 +89,7 @@ class BlockStore:
         self.fs, root = _filesystem(uri)
         self.key = key
         self.dir = f"{root.rstrip('/')}/{key}/{kind}"
-        try:
-            self.fs.create_dir(self.dir, recursive=True)
-        except OSError as e:
-            raise DeliftError(f"store: cannot create {uri}/{key}: {e}") from None
+        self._created = False
 
     def write(self, table: pa.Table) -> str:
         """Write one block atomically (temp name, then move); returns its file name."""
@@ -105,6 +102,9 @@ class BlockStore:
         final = f"{self.dir}/{name}"
         tmp = f"{self.dir}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
+            if not self._created:
+                self.fs.create_dir(self.dir, recursive=True)
+                self._created = True
             with self.fs.open_output_stream(tmp) as out:
                 pq.write_table(table, out)
             self.fs.move(tmp, final)

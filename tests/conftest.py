@@ -11,6 +11,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+import torch
+
+# One intra-op thread: on a small shared CPU box extra OpenMP threads spin and slow tests down.
+torch.set_num_threads(1)
 
 CORPUS = [
     "Instruction: Reverse the word.\nInput: cat\n tac",
@@ -29,3 +33,20 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
     out = tmp_path_factory.mktemp("tiny_model")
     return str(save_tiny_model(out, CORPUS * 4, seed=0, max_positions=256))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray shared by the tests that need one (4 logical CPUs on any machine)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=300 * 2**20,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+        )
+    yield ray
+    ray.shutdown()
