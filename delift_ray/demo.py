@@ -1,7 +1,8 @@
 """The demo's tiny model: a byte-level BPE tokenizer and a small Llama, trained in code in ~1 min.
 
-It is trained on the demo pool rendered with the scoring templates (plain and with a random
-example), so in-context demonstrations change its predictions and utilities carry signal.
+It is trained on the demo pool rendered with the scoring templates: plain, and with an example
+of the same kind (the pool's `kind` column) or, half as often, of a random kind. So it learns
+that a same-kind demonstration helps, and utilities carry signal a selection can use.
 Cached: a second call with the same data and settings returns the saved directory.
 """
 
@@ -17,7 +18,7 @@ from delift_ray.config import EXAMPLE_TEMPLATE, PLAIN_TEMPLATE, DataConfig
 from delift_ray.data import read_examples
 from delift_ray.tiny import build_model, build_tokenizer
 
-SETTINGS = {"steps": 300, "batch": 16, "lr": 3e-3, "hidden": 64, "layers": 2, "seed": 0, "v": 1}
+SETTINGS = {"steps": 400, "batch": 16, "lr": 3e-3, "hidden": 64, "layers": 2, "seed": 0, "v": 2}
 
 
 def ensure_demo_model(out_dir: str | Path, data_path: str | Path) -> Path:
@@ -29,7 +30,7 @@ def ensure_demo_model(out_dir: str | Path, data_path: str | Path) -> Path:
     if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
         return out
     pool = read_examples(DataConfig(path=str(data_path)))
-    pairs = list(zip(pool.xs, pool.ys))
+    pairs = [(e.x, e.y, str(e.record.get("kind", ""))) for e in pool.examples]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     _train(pairs, tmp)
@@ -39,18 +40,22 @@ def ensure_demo_model(out_dir: str | Path, data_path: str | Path) -> Path:
     return out
 
 
-def _texts(pairs: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
-    """Training (prompt, response) texts: plain prompts and prompts with a random example."""
+def _texts(rows: list[tuple[str, str, str]], rng: random.Random) -> list[tuple[str, str]]:
+    """Training (prompt, response) texts: plain, with a same-kind example, with a random one."""
+    by_kind: dict[str, list[tuple[str, str, str]]] = {}
+    for row in rows:
+        by_kind.setdefault(row[2], []).append(row)
     out = []
-    for x, y in pairs:
+    for x, y, kind in rows:
         out.append((PLAIN_TEMPLATE.format(query=x), y))
-        ex, ey = rng.choice(pairs)
-        prompt = EXAMPLE_TEMPLATE.format(example_prompt=ex, example_response=ey, query=x)
-        out.append((prompt, y))
+        for pool in (by_kind[kind], by_kind[kind], rows):
+            ex, ey, _ = rng.choice(pool)
+            prompt = EXAMPLE_TEMPLATE.format(example_prompt=ex, example_response=ey, query=x)
+            out.append((prompt, y))
     return out
 
 
-def _train(pairs: list[tuple[str, str]], out: Path) -> None:
+def _train(pairs: list[tuple[str, str, str]], out: Path) -> None:
     import torch
 
     torch.set_num_threads(1)  # tiny matrices: extra threads only contend (and vary results)

@@ -1,0 +1,173 @@
+"""kNN-sparse vs dense DELIFT: pairs scored and selection quality judged on the dense kernel.
+
+    .venv/bin/python benchmarks/knn_vs_dense.py --n 2000 --k 32 --budget 0.3
+
+Builds a synthetic pool of n instruction rows (7 kinds, imbalanced), trains the tiny demo-size
+model on it (cached), scores every pair once (dense, into a block store), then selects with
+kNN pairs (k nearest by sentence embedding + self) under both scalings. The kNN runs find all
+their pairs in the store, so the dense scoring is paid once; "pairs needed" is what a kNN run
+scores on a fresh store. Quality is the gain over random subsets of the same size relative to
+the dense selection's gain, on the dense kernel: (f(knn) - f(random)) / (f(dense) - f(random)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from delift_ray.config import load_config
+from delift_ray.demo import ensure_demo_model
+from delift_ray.greedy import lazy_greedy
+from delift_ray.kernel import scale_utilities
+from delift_ray.objectives import facility_location
+from delift_ray.pipeline import run_select
+
+KINDS = {  # kind: (weight, instruction, make(rng) -> (input, output))
+    "add": (6, "Add the two numbers.", lambda r: _add(r)),
+    "reverse": (5, "Reverse the word.", lambda r: _word(r, lambda w: w[::-1])),
+    "upper": (4, "Write the word in capital letters.", lambda r: _word(r, str.upper)),
+    "sort": (3, "Sort the numbers from smallest to largest.", lambda r: _sort(r)),
+    "first": (2, "Give the first letter of the word.", lambda r: _word(r, lambda w: w[0])),
+    "count": (2, "How many letters does the word have?", lambda r: _word(r, lambda w: str(len(w)))),
+    "repeat": (1, "Repeat the word twice.", lambda r: _word(r, lambda w: f"{w} {w}")),
+}
+
+
+def _word(r: random.Random, f) -> tuple[str, str]:
+    w = "".join(r.choice(string.ascii_lowercase) for _ in range(r.randint(3, 7)))
+    return w, f(w)
+
+
+def _add(r: random.Random) -> tuple[str, str]:
+    a, b = r.randint(1, 99), r.randint(1, 99)
+    return f"{a} {b}", str(a + b)
+
+
+def _sort(r: random.Random) -> tuple[str, str]:
+    xs = [r.randint(1, 99) for _ in range(3)]
+    return " ".join(map(str, xs)), " ".join(map(str, sorted(xs)))
+
+
+def make_pool(n: int, path: Path, seed: int = 0) -> None:
+    """n synthetic rows (kind-weighted), unique by content."""
+    r = random.Random(seed)
+    kinds, weights = zip(*((k, w) for k, (w, _, _) in KINDS.items()))
+    rows, seen = [], set()
+    while len(rows) < n:
+        kind = r.choices(kinds, weights)[0]
+        _, instruction, make = KINDS[kind]
+        inp, out = make(r)
+        if (kind, inp) not in seen:
+            seen.add((kind, inp))
+            rows.append({"instruction": instruction, "input": inp, "output": out, "kind": kind})
+    path.write_text("".join(json.dumps(x) + "\n" for x in rows))
+
+
+def select(base: list[str], *extra: str):
+    """Run the pipeline; returns (selection ids, manifest)."""
+    result = run_select(load_config(None, [*base, *extra]))
+    return pq.read_table(result.files["selection"])["id"].to_pylist(), result.manifest
+
+
+def dense_kernel(utilities: Path, ids: list[str], scaling: str) -> np.ndarray:
+    """The dense pool kernel rebuilt from utilities.parquet."""
+    t = pq.read_table(utilities).to_pandas()
+    t = t[t["kernel"] == "pool"]
+    pos = {x: n for n, x in enumerate(ids)}
+    k = np.zeros((len(ids), len(ids)))
+    k[t["target_id"].map(pos), t["demo_id"].map(pos)] = scale_utilities(t["u"].to_numpy(), scaling)
+    return k
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--budget", type=float, default=0.3)
+    p.add_argument("--actors", type=int, default=2)
+    p.add_argument("--out", default=".cache/bench-knn")
+    p.add_argument("--randoms", type=int, default=10)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = out / f"pool-{args.n}.jsonl"
+    if not pool.exists():
+        make_pool(args.n, pool)
+    model = ensure_demo_model(out / "model", pool)
+    base = [
+        f"data.path={pool}",
+        f"model.path={model}",
+        f"store.uri={out / 'store'}",
+        f"budget={args.budget}",
+        f"scoring.actors={args.actors}",
+        "scoring.demos_per_block=64",
+    ]
+    start = time.perf_counter()
+    dense_ids, dense_m = select(base, "pairs.mode=dense", f"output_dir={out / 'dense'}")
+    dense_s = time.perf_counter() - start
+    ids = pq.read_table(out / "dense" / "utilities.parquet")["target_id"].unique().to_pylist()
+    rows = []
+    for scaling in ("minmax", "clip"):
+        k_dense = dense_kernel(out / "dense" / "utilities.parquet", ids, scaling)
+        f = facility_location(k_dense)
+        budget = len(dense_ids)
+        best = lazy_greedy(f, budget).value
+        rng = np.random.default_rng(0)
+        f_rand = np.mean(
+            [f.evaluate(rng.permutation(len(ids))[:budget]) for _ in range(args.randoms)]
+        )
+        for knn_scaling in ("minmax", "clip"):
+            knn_ids, knn_m = select(
+                base,
+                "pairs.mode=knn",
+                f"pairs.k={args.k}",
+                f"selection.scaling={knn_scaling}",
+                f"output_dir={out / f'knn-{knn_scaling}'}",
+            )
+            f_knn = f.evaluate([ids.index(x) for x in knn_ids])
+            rows.append(
+                {
+                    "judged_on": f"dense {scaling}",
+                    "knn_scaling": knn_scaling,
+                    "f_dense": best,
+                    "f_knn": f_knn,
+                    "f_random": f_rand,
+                    "relative_gain": (f_knn - f_rand) / (best - f_rand),
+                    "knn_pairs": knn_m["kernel"]["pairs_needed"],
+                }
+            )
+    dense_pairs = dense_m["kernel"]["pairs_needed"]
+    print(f"n={len(ids)} k={args.k} budget={args.budget} ({len(dense_ids)} picks)")
+    print(
+        f"dense: {dense_pairs:,} pairs, scored in {dense_s:.0f} s "
+        f"({dense_m['kernel'].get('pairs_per_second')} pairs/s)"
+    )
+    print(
+        "\n| judged on | kNN scaling | kNN pairs / dense pairs | f(dense) | f(kNN) | f(random) "
+        "| (f(kNN)-f(rand)) / (f(dense)-f(rand)) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['judged_on']} | {r['knn_scaling']} | {r['knn_pairs'] / dense_pairs:.2%} "
+            f"| {r['f_dense']:.2f} | {r['f_knn']:.2f} | {r['f_random']:.2f} "
+            f"| {r['relative_gain']:.3f} |"
+        )
+    print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    (out / "knn_vs_dense.json").write_text(json.dumps({"rows": rows, "dense_s": dense_s}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
