@@ -69,6 +69,12 @@ def _row_max(M: Kernel, n_rows: int, name: str) -> np.ndarray:
     return np.asarray(C.max(axis=1).toarray(), dtype=np.float64).reshape(-1)
 
 
+def _segment_positions(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of the concatenated segments [start, start + length) and each one's offset."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum())) + np.repeat(starts - offsets, lengths), offsets
+
+
 def _check_scale(value: float, name: str) -> float:
     """A finite, non-negative scalar parameter (eta, nu)."""
     if not np.isfinite(value) or value < 0:
@@ -99,6 +105,31 @@ class Objective:
         self._data = M.data if cap is None else np.minimum(M.data, cap[self._rows])
         self._floor = np.zeros(self.n_rows) if floor is None else floor.astype(np.float64)
 
+    @property
+    def floor(self) -> np.ndarray:
+        """The per-row starting coverage (nu * p for FLCG, else 0); do not modify."""
+        return self._floor
+
+    @property
+    def nnz(self) -> int:
+        """Stored kernel entries."""
+        return len(self._data)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the kernel arrays and the floor."""
+        return sum(a.nbytes for a in (self._indptr, self._rows, self._data, self._floor))
+
+    def columns(self, js: np.ndarray | Sequence[int]) -> sp.csc_array:
+        """Capped columns js as CSC; Objective(them, floor=self.floor) is self restricted to js."""
+        js = np.asarray(js, dtype=np.int64).reshape(-1)
+        starts = self._indptr[js]
+        lengths = self._indptr[js + 1] - starts
+        pos, _ = _segment_positions(starts, lengths)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(self._rows.dtype)
+        shape = (self.n_rows, len(js))
+        return sp.csc_array((self._data[pos], self._rows[pos], indptr), shape=shape)
+
     def new_state(self) -> State:
         """Coverage of the empty selection."""
         return State(c=self._floor.copy())
@@ -112,9 +143,7 @@ class Objective:
         nonempty = lengths > 0
         if not nonempty.any():
             return out
-        starts, lengths = starts[nonempty], lengths[nonempty]
-        segments = np.cumsum(lengths) - lengths
-        pos = np.arange(int(lengths.sum())) + np.repeat(starts - segments, lengths)
+        pos, segments = _segment_positions(starts[nonempty], lengths[nonempty])
         terms = np.maximum(self._data[pos] - state.c[self._rows[pos]], 0.0)
         out[nonempty] = np.add.reduceat(terms, segments)  # each column summed alone, as in gain()
         return out
