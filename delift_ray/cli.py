@@ -38,6 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sel.set_defaults(func=_select)
 
+    tr = sub.add_parser("train", help="fine-tune the model on a subset with Ray Train")
+    _add_config_args(tr)
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a model on the held-out test set")
+    _add_config_args(ev)
+    ev.set_defaults(func=_eval)
+
+    ref = sub.add_parser("refresh", help="select again after the pool grew; only new pairs scored")
+    _add_config_args(ref)
+    ref.set_defaults(func=_refresh)
+
     demo = sub.add_parser("demo-model", help="build the tiny demo model (cached)")
     demo.add_argument("--out", default=".cache/demo-model", help="model directory to write")
     demo.add_argument("--data", default="pipelines/data/demo_pool.jsonl", help="training pool")
@@ -66,6 +78,48 @@ def _select(args: argparse.Namespace) -> int:
     result = run_select(cfg, dry_run=args.dry_run)
     if result is not None:
         print("\n".join(summary_lines(result)))
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from delift_ray.config import load_config
+    from delift_ray.refresh import run_refresh
+    from delift_ray.report import summary_lines
+
+    result = run_refresh(load_config(args.config, args.overrides))
+    print("\n".join(summary_lines(result)))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from delift_ray.config import load_config
+    from delift_ray.train import run_train
+
+    cfg = load_config(args.config, args.overrides)
+    m = run_train(cfg).manifest
+    losses = " -> ".join(f"{x:.4f}" for x in m["losses"])
+    print(
+        f"trained on {m['rows']} rows ({m['too_long']} too long) x {m['epochs']} epochs, "
+        f"{cfg.train.method}, {m['workers']} workers: {m['training_tokens']} tokens "
+        f"in {m['wall_s']:.1f} s"
+    )
+    print(f"epoch loss {losses}")
+    print(f"model in {m['output_model']}/, manifest {cfg.output_dir}/train_manifest.json")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from delift_ray.config import load_config
+    from delift_ray.evaluate import run_eval
+
+    cfg = load_config(args.config, args.overrides)
+    result = run_eval(cfg)
+    metrics = result.summary["metrics"]
+    shown = ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "loss_rows"
+    )
+    print(f"evaluated {result.summary['model_path']} on {result.summary['rows']} rows: {shown}")
+    print(f"rows in {result.rows_path}, summary {result.summary_path}")
     return 0
 
 

@@ -118,6 +118,55 @@ class EmbedderConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Fine-tuning on Ray Train (SPEC §7); empty subset = the whole data.path pool ("full").
+
+    `subset` is a subset file or a selection run's output_dir (its subset.jsonl/.parquet);
+    `batch_size` is rows per step on each worker; empty storage_path = <output_dir>/train and
+    empty output_model = <output_dir>/model (the merged model, loadable like any model).
+    """
+
+    subset: str = ""
+    method: Literal["full", "lora"] = "full"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 8
+    max_length: int = 512
+    workers: int = 1
+    use_gpu: bool = False
+    storage_path: str = ""
+    max_failures: int = 0
+    seed: int = 0
+    output_model: str = ""
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation; empty model_path = the trained model (train.output_model)."""
+
+    test: DataConfig | None = None
+    model_path: str = ""
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    executor: Literal["ray", "local"] = "ray"
+    actors: int = 1
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    exact_match: bool = True
+
+
+@dataclass
+class RefreshConfig:
+    """Scheduled refreshes: versioned runs under `root`, a `latest` pointer, a shared store."""
+
+    root: str = "runs/refresh"
+    mode: Literal["full", "continual"] = "full"
+
+
+@dataclass
 class Config:
     """One selection run."""
 
@@ -134,6 +183,9 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
     output_dir: str = "runs/demo"
     seed: int = 0
 
@@ -310,6 +362,25 @@ def validate(cfg: Config) -> None:
             raise DeliftError(f"config: templates.with_example must contain {ph}")
     if not cfg.output_dir:
         raise DeliftError("config: output_dir must not be empty")
+    for key in ("epochs", "batch_size", "workers", "lora_r"):
+        if getattr(cfg.train, key) < 1:
+            raise DeliftError(f"config: train.{key} must be >= 1")
+    if cfg.train.max_length < 8:
+        raise DeliftError(f"config: train.max_length must be >= 8, got {cfg.train.max_length}")
+    for key in ("lr", "lora_alpha"):
+        if getattr(cfg.train, key) <= 0:
+            raise DeliftError(f"config: train.{key} must be > 0")
+    if not 0 <= cfg.train.lora_dropout < 1:
+        raise DeliftError("config: train.lora_dropout must be in [0, 1)")
+    if cfg.train.max_failures < -1:
+        raise DeliftError("config: train.max_failures must be >= 0 (or -1 = retry forever)")
+    for key in ("max_new_tokens", "batch_size", "actors"):
+        if getattr(cfg.eval, key) < 1:
+            raise DeliftError(f"config: eval.{key} must be >= 1")
+    if cfg.eval.cpus_per_actor <= 0 or cfg.eval.gpus_per_actor < 0:
+        raise DeliftError("config: eval.cpus_per_actor must be > 0 and eval.gpus_per_actor >= 0")
+    if cfg.eval.test is not None:
+        _check_data(cfg.eval.test, "eval.test")
 
 
 def _check_data(d: DataConfig, key: str) -> None:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from delift_ray.config import Config
 from delift_ray.data import ExampleSet
 from delift_ray.embeddings import embed_texts
-from delift_ray.greedy import Selection, greedy
+from delift_ray.greedy import Selection
 from delift_ray.kernel import cosine_kernel
 from delift_ray.objectives import (
     Objective,
@@ -21,6 +21,7 @@ from delift_ray.objectives import (
     fl_mutual_information,
 )
 from delift_ray.progress import Progress
+from delift_ray.randgreedi import select
 
 
 @dataclass
@@ -47,15 +48,19 @@ def objective_for(cfg: Config, kernels: Kernels) -> Objective:
     return facility_location(kernels.pool)
 
 
-def run_greedy(cfg: Config, kernels: Kernels, budget: int) -> Selection:
-    """Greedy maximisation of the stage's objective, with a progress bar."""
+def run_greedy(cfg: Config, kernels: Kernels, ids: list[str], budget: int) -> Selection:
+    """Greedy on the stage's objective, central or RandGreeDi per config, with a progress bar."""
     with Progress("greedy", budget, unit="picks") as bar:
-        return greedy(
+        return select(
             objective_for(cfg, kernels),
             budget,
+            ids,
+            mode=cfg.selection.distributed,
+            parts=cfg.selection.parts,
+            seed=cfg.seed,
+            central_max_nonzeros=cfg.selection.central_max_nonzeros,
             optimizer=cfg.selection.optimizer,
             epsilon=cfg.selection.stochastic_epsilon,
-            seed=cfg.seed,
             progress=bar.update_to,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,8 +41,13 @@ def write_outputs(
     kernels: Kernels | None,
     timings: dict[str, float],
     fingerprint: str | None,
+    extra_manifest: dict[str, Any] | None = None,
 ) -> RunOutputs:
-    """Write selection, subset, rejects, utilities (if any) and manifest into cfg.output_dir."""
+    """Write selection, subset, rejects, utilities (if any), pool ids and the manifest.
+
+    All or nothing: every file is written under a temporary name first and the set is renamed
+    into place only when all writes succeeded (a full disk leaves the previous outputs intact).
+    """
     out = prepare_output_dir(cfg)
     pool = sets["pool"]
     chosen = [pool.ids[k] for k in selection.indices]
@@ -49,17 +55,27 @@ def write_outputs(
         "selection": out / "selection.parquet",
         "subset": out / f"subset.{pool.format}",
         "rejects": out / "rejects.parquet",
+        "pool_ids": out / "pool_ids.parquet",
     }
-    write_parquet(selection_table(chosen, selection), files["selection"])
-    write_subset(pool, chosen, files["subset"])
-    rejects = [r for s in sets.values() for r in s.rejects]
-    write_parquet(reject_table(rejects), files["rejects"])
     if kernels is not None and kernels.utilities is not None:
         files["utilities"] = out / "utilities.parquet"
-        write_parquet(kernels.utilities, files["utilities"])
     files["manifest"] = out / "manifest.json"
     manifest = build_manifest(cfg, sets, selection, kernels, timings, fingerprint, files)
-    write_json(manifest, files["manifest"])
+    manifest.update(extra_manifest or {})
+    rejects = [r for s in sets.values() for r in s.rejects]
+    try:
+        with ExitStack() as stage:
+            tmp = {k: stage.enter_context(atomic_path(p)) for k, p in files.items()}
+            pq.write_table(selection_table(chosen, selection), tmp["selection"])
+            write_subset(pool, chosen, tmp["subset"])
+            pq.write_table(reject_table(rejects), tmp["rejects"])
+            pq.write_table(pa.table({"id": pa.array(pool.ids, pa.string())}), tmp["pool_ids"])
+            if "utilities" in tmp:
+                pq.write_table(kernels.utilities, tmp["utilities"])  # type: ignore[union-attr]
+            text = json.dumps(manifest, indent=2, default=str) + "\n"
+            tmp["manifest"].write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise DeliftError(f"output: cannot write to {out}: {e.strerror or e}") from None
     return RunOutputs(directory=out, files=files, manifest=manifest)
 
 

@@ -50,13 +50,22 @@ def read_sets(cfg: Config) -> dict[str, ExampleSet]:
     return sets
 
 
-def run_select(cfg: Config, dry_run: bool = False) -> RunOutputs | None:
-    """Run one selection per config and write its outputs (None for a dry run)."""
+def run_select(
+    cfg: Config,
+    dry_run: bool = False,
+    sets: dict[str, ExampleSet] | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> RunOutputs | None:
+    """Run one selection per config and write its outputs (None for a dry run).
+
+    `sets` replaces reading cfg.data / target / existing (a refresh passes the new rows and the
+    previous selection); `extra_manifest` adds fields to the manifest.
+    """
     timer = PhaseTimer()
     if not dry_run:
         prepare_output_dir(cfg)
     with timer("read"):
-        sets = read_sets(cfg)
+        sets = sets if sets is not None else read_sets(cfg)
     pool, cross = sets["pool"], cross_set(cfg, sets)
     resolve_budget(cfg.budget, len(pool.examples))  # fail before any expensive work
     kernels: Kernels | None = None
@@ -81,9 +90,11 @@ def run_select(cfg: Config, dry_run: bool = False) -> RunOutputs | None:
             with timer("embed"):
                 kernels = se_kernels(cfg, pool, cross)
     with timer("select"):
-        selection = choose(cfg, kernels, len(pool.examples), budget)
+        selection = choose(cfg, kernels, pool.ids, budget)
     with timer("write"):
-        return write_outputs(cfg, sets, selection, kernels, timer.seconds, fingerprint)
+        return write_outputs(
+            cfg, sets, selection, kernels, timer.seconds, fingerprint, extra_manifest
+        )
 
 
 def score_delift(
@@ -128,10 +139,11 @@ def score_delift(
     )
 
 
-def choose(cfg: Config, kernels: Kernels | None, n: int, budget: int) -> Selection:
+def choose(cfg: Config, kernels: Kernels | None, ids: list[str], budget: int) -> Selection:
     """The ranked pick for the method: greedy on a kernel, a seeded random draw, or everything."""
     if kernels is not None:
-        return run_greedy(cfg, kernels, budget)
+        return run_greedy(cfg, kernels, ids, budget)
+    n = len(ids)
     if cfg.method not in ("full", "random"):
         raise DeliftError(f"method {cfg.method} needs a kernel")  # pragma: no cover
     order = (

@@ -59,6 +59,7 @@ def test_random_selection_prints_summary_and_writes_outputs(tmp_path):
     assert f"outputs in {out}/" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "manifest.json",
+        "pool_ids.parquet",
         "rejects.parquet",
         "selection.parquet",
         "subset.jsonl",
