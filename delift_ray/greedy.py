@@ -56,7 +56,7 @@ def _ground_set(
     return ground
 
 
-def _finish(
+def finish_selection(
     obj: Objective,
     state: State,
     ground: np.ndarray,
@@ -109,7 +109,7 @@ def naive_greedy(
         remaining = np.delete(remaining, k)
         if progress is not None:
             progress(step + 1, budget)
-    return _finish(obj, state, ground, picks, gains, "naive", evaluations)
+    return finish_selection(obj, state, ground, picks, gains, "naive", evaluations)
 
 
 def lazy_greedy(
@@ -147,7 +147,7 @@ def lazy_greedy(
         gains.append(gain)
         if progress is not None:
             progress(step + 1, budget)
-    return _finish(obj, state, ground, picks, gains, "lazy", evaluations)
+    return finish_selection(obj, state, ground, picks, gains, "lazy", evaluations)
 
 
 def stochastic_greedy(
@@ -185,7 +185,7 @@ def stochastic_greedy(
         remaining[positions[k]] = remaining[n_left]  # swap-remove keeps sampling O(sample)
         if progress is not None:
             progress(step + 1, budget)
-    return _finish(obj, state, ground, picks, gains, "stochastic", evaluations)
+    return finish_selection(obj, state, ground, picks, gains, "stochastic", evaluations)
 
 
 def greedy(

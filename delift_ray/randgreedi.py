@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from delift_ray.config import SelectionConfig
 from delift_ray.errors import DeliftError
-from delift_ray.greedy import Progress, Selection, _finish, greedy
+from delift_ray.greedy import Progress, Selection, finish_selection, greedy
 from delift_ray.objectives import Objective
 from delift_ray.ray_env import ray_session
 
@@ -76,7 +76,7 @@ def _replay(obj: Objective, picks: np.ndarray, evaluations: int) -> Selection:
         gains.append(obj.gain(state, j))  # bit-identical to the gain greedy recorded
         obj.add(state, j)
     ground = np.arange(obj.n_candidates, dtype=np.int64)
-    return _finish(obj, state, ground, picks.tolist(), gains, "randgreedi", evaluations)
+    return finish_selection(obj, state, ground, picks.tolist(), gains, "randgreedi", evaluations)
 
 
 def randgreedi(
