@@ -7,6 +7,8 @@ Every problem is reported before any work as one line naming the key, e.g.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -203,7 +205,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise DeliftError(f"config: file not found: {p}")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
+        except UnicodeDecodeError as e:
+            raise DeliftError(f"config: {p} is not UTF-8 text (byte {e.start})") from None
+        except RecursionError:
+            raise DeliftError(f"config: {p} is nested too deeply") from None
+        except (yaml.YAMLError, ValueError) as e:  # ValueError: e.g. an int over Python's limit
             raise DeliftError(f"config: {p} is not valid YAML: {_first_line(e)}") from None
         if loaded is None:
             loaded = {}
@@ -226,6 +232,15 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages: a YAML value can be huge, or an alias bomb."""
+    return _SHORT.repr(value)
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise DeliftError(f"config: --set expects key=value, got {item!r}")
@@ -235,7 +250,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise DeliftError(f"config: --set has an empty key in {item!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = text
     node = raw
     for part in parts[:-1]:
@@ -278,32 +293,34 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except DeliftError as e:
                 errors.append(str(e))
         raise DeliftError(
-            errors[0] if len(errors) == 1 else f"config: {key} has a bad value {value!r}"
+            errors[0] if len(errors) == 1 else f"config: {key} has a bad value {_show(value)}"
         )
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
             raise DeliftError(
-                f"config: {key} must be one of {', '.join(map(str, choices))}; got {value!r}"
+                f"config: {key} must be one of {', '.join(map(str, choices))}; got {_show(value)}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, f"{key}.")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DeliftError(f"config: {key} must be a number, got {value!r}")
+            raise DeliftError(f"config: {key} must be a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise DeliftError(f"config: {key} must be a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DeliftError(f"config: {key} must be an integer, got {value!r}")
+            raise DeliftError(f"config: {key} must be an integer, got {_show(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise DeliftError(f"config: {key} must be true or false, got {value!r}")
+            raise DeliftError(f"config: {key} must be true or false, got {_show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise DeliftError(f"config: {key} must be a string, got {value!r}")
+            raise DeliftError(f"config: {key} must be a string, got {_show(value)}")
         return value
     raise DeliftError(f"config: {key} has an unsupported type")  # pragma: no cover
 
@@ -321,6 +338,8 @@ def validate(cfg: Config) -> None:
         raise DeliftError(
             f"config: budget {b} is a fraction > 1; use a fraction in (0, 1] or an integer count"
         )
+    if cfg.seed < 0:
+        raise DeliftError(f"config: seed must be >= 0, got {cfg.seed}")
     _check_data(cfg.data, "data")
     if cfg.stage == "task":
         if cfg.target is None:

@@ -240,6 +240,10 @@ def _parse_line(line: bytes) -> dict[str, Any] | str:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         return f"invalid JSON: {e.msg} (column {e.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    except ValueError as e:  # valid JSON Python refuses, e.g. an integer over the digit limit
+        return f"invalid JSON: {_first_line(e)}"
     if not isinstance(value, dict):
         return f"not a JSON object (got {_type_name(value)})"
     return value
