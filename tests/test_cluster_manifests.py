@@ -32,9 +32,10 @@ EXPECTED_FILES = [
     "runtime_env/cluster.yaml",
     "runtime_env/pip-lock.yaml",
 ]
-# Paths the manifests may name before they are in the repository (issue 5, part 2: refresh).
-# Delete an entry once its file is committed; test_planned_paths_warn_once_they_land reminds you.
-PLANNED_NOT_YET_IN_REPO = frozenset({"pipelines/refresh.py", "pipelines/configs/refresh.yaml"})
+# Paths the manifests may name before they are in the repository. Empty since the refresh entry
+# point and config landed (issue 5, part 2); delete an entry once its file is committed,
+# test_planned_paths_warn_once_they_land reminds you.
+PLANNED_NOT_YET_IN_REPO: frozenset[str] = frozenset()
 RUNTIME_ENV_KEYS = {"working_dir", "excludes", "pip", "env_vars", "py_modules", "config"}
 
 ENTRY_POINT = re.compile(r"python -m (pipelines(?:\.\w+)+)")
