@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
 from delift_ray.tiny import build_model, build_tokenizer
@@ -39,13 +39,30 @@ CASES = [
     ("cpmi", 96, (8192, 64)),
     ("cpmi", 96, (100_000, 2)),
 ]
+# each of demonstrations 0-2 shown to all six targets, and three demonstrations shown once
+SHARING_PAIRS = tuple(
+    np.array(a) for a in zip(*[(a, b) for b in range(3) for a in range(6)], (1, 3), (0, 5), (4, 4))
+)
+# (distance, max_length, (max_batch_tokens, max_batch_size)); at 96 and 120 some demos are cut
+SHARING_CASES = [
+    ("d", 256, (8192, 64)),
+    ("cpmi", 256, (300, 3)),
+    ("d", 96, (400, 5)),
+    ("cpmi", 96, (1, 1)),
+    ("d", 120, (100_000, 2)),
+    ("cpmi", 120, (8192, 64)),
+]
 
 
-def scorer_for(lm, distance="d", batching=(8192, 64), max_length=256) -> UtilityScorer:
+def scorer_for(
+    lm, distance="d", batching=(8192, 64), max_length=256, sharing=True
+) -> UtilityScorer:
     """A scorer over the `lm` fixture with the default templates."""
     model, tok = lm
     tokens, size = batching
-    scoring = ScoringConfig(distance=distance, max_batch_tokens=tokens, max_batch_size=size)
+    scoring = ScoringConfig(
+        distance=distance, max_batch_tokens=tokens, max_batch_size=size, prefix_sharing=sharing
+    )
     return UtilityScorer(model, tok, TemplatesConfig(), scoring, max_length)
 
 
@@ -132,9 +149,12 @@ def ref(lm):
     )
 
 
+@pytest.mark.parametrize("sharing", [True, False])
 @pytest.mark.parametrize(("distance", "max_length", "batching"), CASES)
-def test_batched_equals_reference_whatever_the_batches(lm, ref, distance, max_length, batching):
-    scorer = scorer_for(lm, distance, batching, max_length)
+def test_batched_equals_reference_whatever_the_batches(
+    lm, ref, distance, max_length, batching, sharing
+):
+    scorer = scorer_for(lm, distance, batching, max_length, sharing)
     enc = scorer.encode(XS, YS)
     i, j = PAIRS
     perm = np.random.default_rng(len(CASES)).permutation(len(i))
@@ -266,3 +286,84 @@ def test_progress_counts_sequences(lm):
     assert [c[1] for c in calls] == [6] * len(calls)
     assert [c[0] for c in calls] == sorted(c[0] for c in calls) and calls[-1][0] == 6
     assert scorer.plain(enc, np.array([], dtype=np.int64)).shape == (0,)
+
+
+def shared_and_unshared(scorers, targets, demos, i, j) -> tuple[np.ndarray, np.ndarray]:
+    """d1 of the pairs from a (prefix sharing, no sharing) pair of scorers."""
+    return tuple(s.pairs(targets, demos, i, j) for s in scorers)
+
+
+@pytest.mark.parametrize(("distance", "max_length", "batching"), SHARING_CASES)
+def test_prefix_sharing_equals_unshared_scoring(lm, distance, max_length, batching):
+    scorers = [scorer_for(lm, distance, batching, max_length, sharing) for sharing in (True, False)]
+    enc = scorers[0].encode(XS, YS)
+    perm = np.random.default_rng(max_length).permutation(len(SHARING_PAIRS[0]))
+    i, j = (a[perm] for a in SHARING_PAIRS)
+    whole = scorers[0]._whole(enc, i, enc, j)
+    assert whole.all() if max_length == 256 else whole.any() and not whole.all()
+    shared, unshared = shared_and_unshared(scorers, enc, enc, i, j)
+    np.testing.assert_allclose(shared, unshared, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_length", [96, 256])
+def test_prefix_sharing_with_demonstrations_from_another_set(lm, max_length):
+    scorers = [scorer_for(lm, "cpmi", (400, 4), max_length, sharing) for sharing in (True, False)]
+    targets = scorers[0].encode(XS, YS)
+    demos = scorers[0].encode([*OTHER_XS, XS[4]], [*OTHER_YS, YS[4]])  # 2: a long one, cut at 96
+    i, j = (a.ravel() for a in np.meshgrid(np.arange(len(XS)), [2, 0, 1]))
+    whole = scorers[0]._whole(targets, i, demos, j)
+    assert whole.all() if max_length == 256 else whole.any() and not whole.all()
+    shared, unshared = shared_and_unshared(scorers, targets, demos, i, j)
+    np.testing.assert_allclose(shared, unshared, rtol=0, atol=1e-5)
+    want = [
+        reference_distance(reference(scorers[0], targets, a, demos, b), "cpmi")
+        for a, b in zip(i, j)
+    ]
+    np.testing.assert_allclose(shared, want, rtol=0, atol=1e-5)
+
+
+def test_prefix_sharing_with_absolute_position_embeddings(lm):
+    tok = lm[1]
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    gpt2 = (model, tok)
+    scorer = scorer_for(gpt2, max_length=96)
+    enc = scorer.encode(XS, YS)
+    fit(model, [np.concatenate(scorer.prompts.sequence(enc, a, enc, a)) for a in range(6)], 20)
+    scorers = [scorer_for(gpt2, "d", (300, 3), 96, sharing) for sharing in (True, False)]
+    i, j = SHARING_PAIRS
+    assert not scorers[0]._whole(enc, i, enc, j).all()
+    shared, unshared = shared_and_unshared(scorers, enc, enc, i, j)
+    np.testing.assert_allclose(shared, unshared, rtol=0, atol=1e-5)
+    want = [reference_distance(reference(scorers[0], enc, a, enc, b), "d") for a, b in zip(i, j)]
+    np.testing.assert_allclose(shared, want, rtol=0, atol=1e-5)
+
+
+def test_prefix_sharing_feeds_each_prefix_to_the_model_once(lm):
+    scorer = scorer_for(lm, batching=(300, 3))
+    enc = scorer.encode(XS, YS)
+    i, j = SHARING_PAIRS
+    fed = []  # real (unpadded) tokens of each forward pass's input
+
+    def count(module, args, kwargs):
+        width = kwargs["input_ids"].shape[1]
+        fed.append(int(kwargs["attention_mask"][:, -width:].sum()))
+
+    hook = scorer.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        scorer.pairs(enc, enc, i, j)
+    finally:
+        hook.remove()
+    pieces = [scorer.prompts.sequence(enc, a, enc, b) for a, b in zip(i, j)]
+    prefixes = {b: len(prefix) for b, (prefix, _) in zip(j, pieces)}
+    assert len(prefixes) == 6 and len(fed) > 2
+    assert sum(fed) == sum(prefixes.values()) + sum(len(suffix) for _, suffix in pieces)
