@@ -1,0 +1,266 @@
+"""Pretrain the testbed's base model: a small Llama that knows the kinds' transformations.
+
+Every sequence is a fresh random input of a kind drawn uniformly, under a GENERIC instruction
+(never a pool phrasing), laid out as scoring and training see rows: bare ``x EOS y EOS`` (the
+train/eval layout), the plain scoring template, or the with-example template whose example is
+of the same kind (or, less often, of another kind). With a generic instruction only the
+example says which transformation is wanted, so the model learns to infer it from a
+demonstration: the signal DELIFT's utilities measure. Loss is on every token (a base model).
+
+Deterministic for a seed (one CPU thread). Cached under <out>/model-<key>, key = hash of the
+settings, this code and the library versions: a second call returns at once.
+
+    python -m delift_ray.testbed.pretrain --out .cache/testbed --scale small
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from delift_ray.atomic import atomic_write_bytes
+from delift_ray.config import DataConfig, TemplatesConfig
+from delift_ray.templates import Prompts
+from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
+from delift_ray.tiny import build_model, build_tokenizer
+
+LAYOUTS = ("bare", "plain", "same", "other")  # "same"/"other": with an example of that kind
+LogFn = Callable[[str], None]
+CODE_FILES = ("testbed/tasks.py", "testbed/pretrain.py", "tiny.py", "templates.py")
+STAMP = "pretrain.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Model size, tokenizer, data mix and optimisation of one pretraining run."""
+
+    hidden: int
+    layers: int
+    heads: int
+    vocab: int
+    steps: int
+    batch: int = 32
+    lr: float = 3e-3
+    warmup: int = 50
+    max_positions: int = 256
+    tokenizer_texts: int = 4000
+    mix: tuple[float, ...] = (0.15, 0.15, 0.55, 0.15)  # weights of LAYOUTS
+    kinds: tuple[str, ...] = tuple(KINDS)
+    seed: int = 0
+
+
+SCALES = {
+    "tiny": Settings(
+        hidden=32, layers=1, heads=2, vocab=320, steps=12, batch=8, warmup=2, tokenizer_texts=200
+    ),
+    "small": Settings(hidden=128, layers=2, heads=4, vocab=768, steps=600),
+    "full": Settings(hidden=256, layers=4, heads=4, vocab=1024, steps=1500),
+}
+
+
+def cache_key(settings: Settings) -> str:
+    """Hash of the settings, the default templates, this code and the library versions."""
+    import tokenizers
+    import torch
+    import transformers
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+    h.update(json.dumps([asdict(TemplatesConfig()), asdict(DataConfig())]).encode())
+    for name in CODE_FILES:
+        h.update((root / name).read_bytes())
+    h.update(f"{torch.__version__} {transformers.__version__} {tokenizers.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def pretrain(out_root: str | Path, settings: Settings, log: LogFn | None = None) -> Path:
+    """The model directory for `settings` under out_root, trained now unless already cached."""
+    out = Path(out_root) / f"model-{cache_key(settings)}"
+    if (out / STAMP).exists():
+        return out
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
+    losses = _train(settings, tmp, log)
+    report = {
+        "settings": asdict(settings),
+        "key": out.name,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "losses": losses,
+    }
+    atomic_write_bytes(tmp / STAMP, (json.dumps(report, indent=1) + "\n").encode())
+    if (out / STAMP).exists():  # another process finished the same model first
+        shutil.rmtree(tmp)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(frozen=True)
+class Item:
+    """One pretraining sequence before tokenization: layout, query (x, y), example (x, y)."""
+
+    layout: str
+    x: str
+    y: str
+    ex: str = ""
+    ey: str = ""
+
+
+def _pair(kind: str, rng: random.Random) -> tuple[str, str]:
+    """A rendered (x, y) of a kind on a fresh input, under a generic instruction."""
+    cfg = DataConfig()
+    inp = KINDS[kind].draw(rng)
+    x = cfg.prompt_template.format(instruction=rng.choice(GENERIC_INSTRUCTIONS), input=inp)
+    return x, cfg.response_template.format(output=KINDS[kind].solve(inp))
+
+
+def draw_item(settings: Settings, rng: random.Random) -> Item:
+    """A random pretraining sequence: kind uniform, layout by settings.mix."""
+    kind = rng.choice(settings.kinds)
+    layout = rng.choices(LAYOUTS, weights=settings.mix)[0]
+    x, y = _pair(kind, rng)
+    if layout in ("bare", "plain"):
+        return Item(layout, x, y)
+    others = [k for k in settings.kinds if k != kind] or [kind]
+    ex, ey = _pair(kind if layout == "same" else rng.choice(others), rng)
+    return Item(layout, x, y, ex, ey)
+
+
+def item_text(item: Item, templates: TemplatesConfig) -> str:
+    """The sequence as text (tokenizer training), special tokens left out."""
+    if item.layout == "bare":
+        return item.x + item.y
+    if item.layout == "plain":
+        return templates.plain.format(query=item.x) + item.y
+    prompt = templates.with_example.format(
+        example_prompt=item.ex, example_response=item.ey, query=item.x
+    )
+    return prompt + item.y
+
+
+def encode_items(items: list[Item], prompts: Prompts) -> list[np.ndarray]:
+    """Token ids of each item exactly as scoring (templates) or training (bare) lays it out."""
+    tok = prompts.tokenizer
+    queries = prompts.encode([it.x for it in items], [it.y for it in items])
+    demos = prompts.encode([it.ex for it in items], [it.ey for it in items])
+    bare = tok([it.x for it in items], add_special_tokens=False)["input_ids"]
+    out = []
+    for b, it in enumerate(items):
+        if it.layout == "bare":
+            seq = [prompts.bos, bare[b], prompts.eos, queries.response[b], prompts.eos]
+            out.append(np.concatenate([np.asarray(s, dtype=np.int32) for s in seq]))
+        else:
+            demo = demos if it.layout in ("same", "other") else None
+            prefix, suffix = prompts.sequence(queries, b, demo, b)
+            out.append(np.concatenate([prefix, suffix]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]]:
+    """Train tokenizer + model into `out`; returns [step, mean loss] every 50 steps."""
+    import torch
+
+    torch.set_num_threads(1)  # tiny matrices: extra threads contend, and results stay exact
+    templates = TemplatesConfig()
+    tok_rng = random.Random(f"tokenizer:{settings.seed}")
+    texts = [
+        item_text(draw_item(settings, tok_rng), templates) for _ in range(settings.tokenizer_texts)
+    ]
+    tok = build_tokenizer(texts, vocab_size=settings.vocab, max_length=settings.max_positions)
+    prompts = Prompts(tok, templates, settings.max_positions)
+    model = build_model(
+        tok,
+        hidden_size=settings.hidden,
+        layers=settings.layers,
+        heads=settings.heads,
+        max_positions=settings.max_positions,
+        seed=settings.seed,
+    )
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, settings))
+    rng = random.Random(f"data:{settings.seed}")
+    losses, window = [], []
+    for step in range(1, settings.steps + 1):
+        seqs = encode_items([draw_item(settings, rng) for _ in range(settings.batch)], prompts)
+        ids, mask = _pad(seqs, tok.pad_token_id)
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        window.append(loss.item())
+        if step % 50 == 0 or step == settings.steps:
+            losses.append([step, round(sum(window) / len(window), 4)])
+            window = []
+            if log is not None:
+                log(f"step {step}/{settings.steps} loss {losses[-1][1]:.4f}")
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return losses
+
+
+def _lr_factor(step: int, settings: Settings) -> float:
+    """Linear warmup, then cosine decay to a tenth."""
+    if step < settings.warmup:
+        return (step + 1) / settings.warmup
+    frac = (step - settings.warmup) / max(settings.steps - settings.warmup, 1)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def _pad(seqs: list[np.ndarray], pad_id: int) -> tuple[Any, Any]:
+    """Right-padded int64 ids and attention mask tensors."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, s in enumerate(seqs):
+        ids[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[b, : len(s)] = 1
+    return ids, mask
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: pretrain (or find cached) the base model of a scale; print its path."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=".cache/testbed")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--steps", type=int, help="override the scale's step count")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = replace(SCALES[args.scale], seed=args.seed)
+    if args.steps:
+        settings = replace(settings, steps=args.steps)
+    path = pretrain(args.out, settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The testbed: task checkers, pool/test generator, base-model pretraining, acceptance check."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+from safetensors.torch import load_file
+
+from delift_ray.config import DataConfig, TemplatesConfig
+from delift_ray.data import read_examples
+from delift_ray.testbed import check, generate, pretrain
+from delift_ray.testbed.generate import PoolSpec, content_id
+from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
+
+SPEC = PoolSpec(n=400, test_per_kind=50, seed=3)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    """(pool, test) rows of SPEC."""
+    return generate.generate(SPEC)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """(cache root, model dir) of the tiny-scale pretrained base model."""
+    root = tmp_path_factory.mktemp("testbed_cache")
+    return root, pretrain.pretrain(root, pretrain.SCALES["tiny"])
+
+
+# ---------------------------------------------------------------------------------------------
+# kinds
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_checker_right_and_both_wrong_answers(name):
+    kind, rng = KINDS[name], random.Random(name)
+    for _ in range(300):
+        inp = kind.draw(rng)
+        right = kind.solve(inp)
+        assert kind.check(inp, right) and kind.check(inp, f" {right}\n")
+        assert not kind.detectable(inp, right)
+        plausible = kind.plausible_wrong(inp, rng)
+        assert not kind.check(inp, plausible) and not kind.detectable(inp, plausible)
+        wrong_form = kind.wrong_form(inp, rng)
+        assert not kind.check(inp, wrong_form) and kind.detectable(inp, wrong_form)
+        near = kind.perturb(inp, rng)  # a near-duplicate's input keeps every property above
+        assert near != inp and kind.form_ok(near, kind.solve(near))
+        assert not kind.detectable(near, kind.plausible_wrong(near, rng))
+        assert kind.detectable(near, kind.wrong_form(near, rng))
+
+
+def test_at_least_ten_kinds_over_shared_input_forms():
+    forms = Counter(k.form for k in KINDS.values())
+    assert len(KINDS) >= 10 and set(forms) == {"word", "two_words", "numbers"}
+    assert min(forms.values()) >= 2  # an input alone never names its kind
+
+
+# ---------------------------------------------------------------------------------------------
+# pool and test set
+
+
+def test_generation_is_deterministic_for_a_seed(sets):
+    assert generate.generate(SPEC) == sets
+    assert generate.generate(PoolSpec(n=400, test_per_kind=50, seed=4))[0] != sets[0]
+
+
+def test_frequencies_and_fractions_as_configured(sets):
+    pool, _ = sets
+    assert len(pool) == SPEC.n
+    on_task = Counter(r["kind"] for r in pool if not r["is_off_task"])
+    assert on_task == SPEC.counts
+    first, last = SPEC.kinds[0], SPEC.kinds[-1]
+    assert on_task[first] >= 4 * on_task[last]  # imbalance 6, rounded
+    assert sum(r["is_off_task"] for r in pool) == round(0.05 * SPEC.n)
+    assert sum(r["is_wrong"] for r in pool) == round(0.10 * SPEC.n)
+    assert sum(r["wrong_detectable"] for r in pool) == round(0.5 * round(0.10 * SPEC.n))
+    assert sum(r["near_dup_of"] is not None for r in pool) == round(0.10 * SPEC.n)
+
+
+def test_labels_match_the_rows(sets):
+    pool, _ = sets
+    clean_ids = {
+        content_id(r): r
+        for r in pool
+        if not (r["is_wrong"] or r["is_off_task"] or r["near_dup_of"])
+    }
+    for r in pool:
+        assert set(r) == {
+            "instruction",
+            "input",
+            "output",
+            "kind",
+            "is_wrong",
+            "wrong_detectable",
+            "is_off_task",
+            "near_dup_of",
+        }
+        kind = KINDS[r["kind"]]
+        if r["is_off_task"]:
+            assert not r["is_wrong"] and r["near_dup_of"] is None
+            continue
+        assert r["instruction"] in kind.phrasings
+        assert kind.check(r["input"], r["output"]) is not r["is_wrong"]
+        assert kind.detectable(r["input"], r["output"]) is r["wrong_detectable"]
+        if r["near_dup_of"] is not None:
+            original = clean_ids[r["near_dup_of"]]
+            assert original["kind"] == r["kind"]
+            assert (original["instruction"] == r["instruction"]) != (
+                original["input"] == r["input"]
+            )
+
+
+def test_pool_reads_cleanly_with_the_labels_as_extra_columns(sets, tmp_path):
+    paths = generate.write(SPEC, tmp_path)
+    es = read_examples(DataConfig(path=str(paths["pool"])))
+    assert not es.rejects and not es.duplicates and len(es.examples) == SPEC.n
+    assert [e.id for e in es.examples] == [content_id(r) for r in sets[0]]
+    meta = json.loads(paths["spec"].read_text())
+    assert meta["counts"] == SPEC.counts and meta["spec"]["seed"] == SPEC.seed
+
+
+def test_test_set_is_balanced_and_disjoint_from_the_pool(sets):
+    pool, test = sets
+    assert Counter(r["kind"] for r in test) == dict.fromkeys(KINDS, 50)
+    assert not any(r["is_wrong"] or r["is_off_task"] or r["near_dup_of"] for r in test)
+    assert all(KINDS[r["kind"]].check(r["input"], r["output"]) for r in test)
+    assert not {r["input"] for r in test} & {r["input"] for r in pool}
+    assert not {content_id(r) for r in test} & {content_id(r) for r in pool}
+
+
+def test_kinds_list_and_bad_specs():
+    pool, test = generate.generate(PoolSpec(n=100, kinds=("add", "reverse"), test_per_kind=5))
+    assert {r["kind"] for r in pool + test} == {"add", "reverse"}
+    with pytest.raises(ValueError, match="kinds"):
+        PoolSpec(kinds=("add", "nope"))
+    with pytest.raises(ValueError, match="too small"):
+        PoolSpec(n=20)
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining
+
+
+def test_pretraining_never_uses_the_pool_wording():
+    rng, settings = random.Random(0), pretrain.SCALES["tiny"]
+    texts = [
+        pretrain.item_text(pretrain.draw_item(settings, rng), TemplatesConfig()) for _ in range(500)
+    ]
+    phrasings = {p for k in KINDS.values() for p in k.phrasings}
+    assert not any(p in t for p in phrasings for t in texts)
+    assert all(any(g in t for g in GENERIC_INSTRUCTIONS) for t in texts)
+
+
+def test_pretraining_is_deterministic_and_cached(tiny_base, tmp_path, monkeypatch):
+    root, model_dir = tiny_base
+    again = pretrain.pretrain(tmp_path, pretrain.SCALES["tiny"])
+    assert again.name == model_dir.name
+    a = load_file(model_dir / "model.safetensors")
+    b = load_file(again / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+    def no_training(*_args):
+        raise AssertionError("retrained a cached model")
+
+    monkeypatch.setattr(pretrain, "_train", no_training)
+    assert pretrain.pretrain(root, pretrain.SCALES["tiny"]) == model_dir
+    report = json.loads((model_dir / pretrain.STAMP).read_text())
+    assert report["settings"]["steps"] == pretrain.SCALES["tiny"].steps and report["losses"]
+
+
+# ---------------------------------------------------------------------------------------------
+# acceptance check
+
+
+def test_check_returns_a_row_per_kind(tiny_base, tmp_path):
+    paths = generate.write(PoolSpec(n=300, test_per_kind=1, seed=1), tmp_path)
+    rows = check.check(tiny_base[1], paths["pool"], per_kind=2)
+    assert [r.kind for r in rows] == sorted(KINDS)
+    assert all(r.targets == 2 and -1 <= r.same <= 1 and -1 <= r.other <= 1 for r in rows)
+    table = check.markdown(rows)
+    assert table.count("\n| ") == len(KINDS) and "accepted kinds:" in table
+
+
+def test_acceptance_rule():
+    row = check.KindRow("add", targets=10, d0=0.5, same=0.2, other=0.05, diff=0.15, se=0.02)
+    assert row.accepted
+    assert not check.KindRow("add", 10, 0.5, 0.2, 0.05, 0.15, 0.06).accepted  # 2.5 SE
+    assert not check.KindRow("add", 10, 0.9, 0.0, 0.0, 0.005, 0.0001).accepted  # too small
