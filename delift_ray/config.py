@@ -131,7 +131,7 @@ class TrainConfig:
     subset: str = ""
     method: Literal["full", "lora"] = "full"
     lora_r: int = 8
-    lora_alpha: float = 16.0
+    lora_alpha: int = 16
     lora_dropout: float = 0.0
     epochs: int = 1
     lr: float = 1e-4
