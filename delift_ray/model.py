@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from delift_ray.config import ModelConfig
 from delift_ray.errors import DeliftError
 
@@ -58,7 +60,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
             trust_remote_code=cfg.trust_remote_code,
             use_safetensors=None if cfg.allow_pickle_weights else True,
         )
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise DeliftError(f"model: cannot load {cfg.path!r}: {_first(e)}") from None
     try:
         model.to(cfg.device)

@@ -79,6 +79,13 @@ def write_outputs(
     return RunOutputs(directory=out, files=files, manifest=manifest)
 
 
+def write_rejects(cfg: Config, sets: dict[str, ExampleSet]) -> Path:
+    """Write rejects.parquet alone (a run that stops because no row was usable)."""
+    path = Path(cfg.output_dir) / "rejects.parquet"
+    write_parquet(reject_table([r for s in sets.values() for r in s.rejects]), path)
+    return path
+
+
 def prepare_output_dir(cfg: Config) -> Path:
     """Create output_dir and check it is writable, before any work is done."""
     out = Path(cfg.output_dir)

@@ -20,7 +20,7 @@ from delift_ray.data import ExampleSet, read_examples
 from delift_ray.errors import DeliftError
 from delift_ray.greedy import Selection
 from delift_ray.methods import Kernels, cross_set, random_order, run_greedy, se_kernels
-from delift_ray.outputs import RunOutputs, prepare_output_dir, write_outputs
+from delift_ray.outputs import RunOutputs, prepare_output_dir, write_outputs, write_rejects
 from delift_ray.ray_env import ray_session
 
 
@@ -67,6 +67,8 @@ def run_select(
     with timer("read"):
         sets = sets if sets is not None else read_sets(cfg)
     pool, cross = sets["pool"], cross_set(cfg, sets)
+    if not pool.examples and not dry_run:
+        write_rejects(cfg, sets)  # so the error's pointer to rejects.parquet holds
     resolve_budget(cfg.budget, len(pool.examples))  # fail before any expensive work
     kernels: Kernels | None = None
     fingerprint = None

@@ -6,12 +6,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-LOCAL_ENV = {
-    "RAY_AUTH_MODE": "disabled",  # loopback-only embedded cluster; token auth breaks `ray job`
-    "RAY_USAGE_STATS_ENABLED": "0",
+OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+}
+LOCAL_ONLY_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # loopback-only embedded cluster; token auth breaks `ray job`
+    "RAY_USAGE_STATS_ENABLED": "0",
 }
 
 
@@ -25,7 +27,7 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
     """
     import ray
 
-    for key, value in LOCAL_ENV.items():
+    for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         yield "cluster"
@@ -37,12 +39,14 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
         finally:
             ray.shutdown()
         return
+    for key, value in LOCAL_ONLY_ENV.items():
+        os.environ.setdefault(key, value)
     ray.init(
         num_cpus=max(min_logical_cpus, os.cpu_count() or 1),
         include_dashboard=False,
         dashboard_host="127.0.0.1",
         log_to_driver=False,
-        runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
+        runtime_env={"env_vars": {k: os.environ[k] for k in OFFLINE_ENV}},
     )
     try:
         yield "local"

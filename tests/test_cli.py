@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 
 CLI = [sys.executable, "-m", "delift_ray.cli"]
@@ -64,3 +65,23 @@ def test_random_selection_prints_summary_and_writes_outputs(tmp_path):
         "selection.parquet",
         "subset.jsonl",
     ]
+
+
+def test_pool_without_usable_rows_points_to_a_rejects_file_that_exists(tmp_path):
+    pool = tmp_path / "bad.jsonl"
+    pool.write_text('{"instruction": "a"}\nnot json\n')
+    out = tmp_path / "out"
+    proc = run(
+        "select",
+        "--config",
+        "pipelines/configs/instruction.yaml",
+        "--set",
+        f"data.path={pool}",
+        "--set",
+        f"output_dir={out}",
+    )
+    assert proc.returncode == 2
+    assert "no usable rows (see rejects.parquet)" in proc.stderr
+
+    rejects = pq.read_table(out / "rejects.parquet").to_pydict()
+    assert rejects["row"] == [1, 2]

@@ -357,10 +357,6 @@ def test_knn_k_larger_than_pool_is_one_line(tiny_model_dir: str, tmp_path: Path)
     assert error_line(proc).startswith("config: pairs.k=50 needs more than the 4 candidates")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="delift_ray/model.py load_model lets safetensors' SafetensorError escape as a traceback",
-)
 def test_truncated_safetensors_is_one_line(tiny_model_dir: str, tmp_path: Path) -> None:
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)

@@ -22,7 +22,7 @@ import pytest
 
 from delift_ray.config import ModelConfig, load_config
 from delift_ray.model import load_model
-from delift_ray.ray_env import LOCAL_ENV, ray_session
+from delift_ray.ray_env import LOCAL_ONLY_ENV, OFFLINE_ENV, ray_session
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -128,7 +128,7 @@ def test_trust_remote_code_and_pickle_off_unless_asked() -> None:
 def test_embedded_local_ray_binds_dashboard_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    for key in [*LOCAL_ENV, "RAY_ADDRESS"]:
+    for key in [*OFFLINE_ENV, *LOCAL_ONLY_ENV, "RAY_ADDRESS"]:
         monkeypatch.delenv(key, raising=False)  # restored after the test
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -141,4 +141,23 @@ def test_embedded_local_ray_binds_dashboard_to_loopback(monkeypatch: pytest.Monk
     (kw,) = calls
     assert kw["dashboard_host"] == "127.0.0.1" and kw["include_dashboard"] is False
     assert "address" not in kw  # a new local cluster, not one found on the network
-    assert kw["runtime_env"]["env_vars"]["RAY_AUTH_MODE"] == "disabled"
+    assert kw["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"  # only for the loopback-only local Ray
+
+
+def test_joining_a_cluster_keeps_its_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    for key in [*OFFLINE_ENV, *LOCAL_ONLY_ENV]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+
+    with ray_session() as kind:
+        assert kind == "cluster"
+
+    assert calls[0]["address"] == "ray://head.example:10001"
+    assert "RAY_AUTH_MODE" not in os.environ
