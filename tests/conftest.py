@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +25,23 @@ CORPUS = [
     "Use the following example as a guide to answer the query in the same format and style.",
     "Please generate a response to the following query. Example: Query:",
 ]
+
+
+WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl", "ant"]
+WORD_TASKS = [("Reverse the word.", lambda w: w[::-1]), ("Uppercase it.", str.upper)]
+
+
+def write_word_pool(path, words):
+    """Write a JSONL pool of two word tasks x `words` (2 rows per word); returns the path."""
+    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in WORD_TASKS for w in words]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def word_pool(tmp_path):
+    """Factory: word_pool(n_words, name) writes a pool of 2 * n_words rows under tmp_path."""
+    return lambda n_words=10, name="pool.jsonl": write_word_pool(tmp_path / name, WORDS[:n_words])
 
 
 @pytest.fixture(scope="session")

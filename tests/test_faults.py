@@ -20,19 +20,10 @@ from delift_ray.config import load_config
 from delift_ray.errors import DeliftError
 from delift_ray.pipeline import run_select
 
-WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl"]
-
 
 @pytest.fixture
-def pool(tmp_path):
-    rows = [
-        {"instruction": t, "input": w, "output": f(w)}
-        for t, f in [("Reverse the word.", lambda w: w[::-1]), ("Uppercase it.", str.upper)]
-        for w in WORDS
-    ]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def pool(word_pool):
+    return word_pool(10)
 
 
 def settings(tmp_path, pool, model, name):

@@ -3,8 +3,6 @@ kNN pairs score a fraction of the pairs; --dry-run plans without scoring or writ
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -12,16 +10,10 @@ import pytest
 from delift_ray.config import load_config
 from delift_ray.pipeline import run_select
 
-KINDS = [("Reverse the word.", lambda w: w[::-1]), ("Uppercase it.", str.upper)]
-WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl"]
-
 
 @pytest.fixture
-def pool(tmp_path):
-    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in KINDS for w in WORDS]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def pool(word_pool):
+    return word_pool(10)
 
 
 def cfg(tmp_path, pool, model, name, *extra):

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import WORDS, write_word_pool
 
 from delift_ray.config import load_config
 from delift_ray.data import DataConfig, read_examples
 from delift_ray.refresh import run_refresh
-
-WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl", "ant"]
-
-
-def rows(words):
-    return [
-        {"instruction": t, "input": w, "output": f(w)}
-        for t, f in [("Reverse the word.", lambda w: w[::-1]), ("Uppercase it.", str.upper)]
-        for w in words
-    ]
-
-
-def write(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def refresh(tmp_path, pool, model, *extra):
@@ -48,7 +34,7 @@ def picks(result):
 
 def test_refresh_scores_only_pairs_touching_new_rows(tmp_path, tiny_model_dir):
     pool = tmp_path / "pool.jsonl"
-    write(pool, rows(WORDS[:10]))  # 20 rows
+    write_word_pool(pool, WORDS[:10])  # 20 rows
     first = refresh(tmp_path, pool, tiny_model_dir)
     root = tmp_path / "refresh"
     assert first.directory == root / "run-0001"
@@ -56,7 +42,7 @@ def test_refresh_scores_only_pairs_touching_new_rows(tmp_path, tiny_model_dir):
     assert first.manifest["kernel"]["pairs_scored"] == 20 * 20
     assert first.manifest["refresh"]["previous_run"] is None
 
-    write(pool, rows(WORDS))  # +2 rows (10%)
+    write_word_pool(pool, WORDS[:11])  # +2 rows (10%)
     second = refresh(tmp_path, pool, tiny_model_dir)
     assert second.directory == root / "run-0002"
     assert os.readlink(root / "latest") == "run-0002"
@@ -73,9 +59,9 @@ def test_refresh_scores_only_pairs_touching_new_rows(tmp_path, tiny_model_dir):
 
 def test_continual_refresh_selects_new_rows_given_previous_selection(tmp_path, tiny_model_dir):
     pool = tmp_path / "pool.jsonl"
-    write(pool, rows(WORDS[:8]))
+    write_word_pool(pool, WORDS[:8])
     first = refresh(tmp_path, pool, tiny_model_dir)
-    write(pool, rows(WORDS))
+    write_word_pool(pool, WORDS[:11])
     second = refresh(tmp_path, pool, tiny_model_dir, "refresh.mode=continual", "budget=2")
     new_ids = set(read_examples(DataConfig(path=str(pool))).ids) - set(
         pq.read_table(first.files["pool_ids"])["id"].to_pylist()

@@ -3,7 +3,6 @@ and a run killed mid-scoring resumes with only the missing pairs and the same se
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,19 +16,10 @@ import pytest
 from delift_ray.config import load_config
 from delift_ray.pipeline import run_select
 
-WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky"]
-
 
 @pytest.fixture
-def pool(tmp_path):
-    rows = [
-        {"instruction": task, "input": w, "output": fn(w)}
-        for task, fn in [("Reverse the word.", lambda w: w[::-1]), ("Uppercase it.", str.upper)]
-        for w in WORDS
-    ]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def pool(word_pool):
+    return word_pool(8)
 
 
 def overrides(tmp_path, pool, model):
