@@ -71,6 +71,7 @@ class PairsConfig:
     mode: Literal["dense", "knn"] = "dense"
     k: int = 64
     embedder: Literal["sentence", "self"] = "sentence"
+    search_on_ray_from_rows: int = 50_000
 
 
 @dataclass
@@ -169,6 +170,57 @@ class RefreshConfig:
 
 
 @dataclass
+class CompareConfig:
+    """`compare`: each method's subset fine-tuned per `train` and evaluated on `eval.test`.
+
+    Lists are comma-separated strings. `seeds` is a count n (training seeds train.seed, +1, ...)
+    or a list of seeds ("0,3"; quote a single one: "7"); random draws `random_subsets` subsets
+    (selection seeds seed, +1, ...), each trained with every seed; empty `budgets` = `budget`.
+    """
+
+    methods: str = "random,se,delift,full"
+    seeds: int | str = 1
+    random_subsets: int = 1
+    budgets: str | int | float = ""
+
+    def method_list(self) -> list[str]:
+        """The methods to compare, in order; DeliftError if one is unknown or repeated."""
+        known = typing.get_args(typing.get_type_hints(Config)["method"])
+        names = _items(self.methods, "compare.methods")
+        for name in names:
+            if name not in known:
+                raise DeliftError(
+                    f"config: compare.methods has unknown method {_show(name)} "
+                    f"(known: {', '.join(known)})"
+                )
+        return names
+
+    def seed_list(self, first: int) -> list[int]:
+        """The training seeds: `seeds` of them from `first`, or the listed ones."""
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise DeliftError(f"config: compare.seeds must be >= 1, got {self.seeds}")
+            return list(range(first, first + self.seeds))
+        seeds = [_number(s, "compare.seeds") for s in _items(self.seeds, "compare.seeds")]
+        if any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise DeliftError(f"config: compare.seeds must be integers >= 0, got {self.seeds!r}")
+        return [int(s) for s in seeds]
+
+    def budget_list(self, default: int | float) -> list[int | float]:
+        """The budgets: `budgets` parsed (fractions in (0, 1] or counts >= 1), else [default]."""
+        text = str(self.budgets)
+        if not text.strip():
+            return [default]
+        budgets = [_number(b, "compare.budgets") for b in _items(text, "compare.budgets")]
+        for b in budgets:
+            if b <= 0 or (isinstance(b, float) and b > 1):
+                raise DeliftError(
+                    f"config: compare.budgets must be fractions in (0, 1] or counts >= 1, got {b}"
+                )
+        return budgets
+
+
+@dataclass
 class Config:
     """One selection run."""
 
@@ -188,6 +240,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     output_dir: str = "runs/demo"
     seed: int = 0
 
@@ -400,6 +453,33 @@ def validate(cfg: Config) -> None:
         raise DeliftError("config: eval.cpus_per_actor must be > 0 and eval.gpus_per_actor >= 0")
     if cfg.eval.test is not None:
         _check_data(cfg.eval.test, "eval.test")
+    cfg.compare.method_list()
+    cfg.compare.seed_list(cfg.train.seed)
+    cfg.compare.budget_list(cfg.budget)
+    if cfg.compare.random_subsets < 1:
+        raise DeliftError("config: compare.random_subsets must be >= 1")
+
+
+def _items(text: str, key: str) -> list[str]:
+    """The comma-separated items of `text`; DeliftError if none or one repeats."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise DeliftError(f"config: {key} must list at least one item")
+    if len(set(items)) < len(items):
+        raise DeliftError(f"config: {key} lists an item twice: {text!r}")
+    return items
+
+
+def _number(text: str, key: str) -> int | float:
+    """An int, or failing that a float, from `text`; DeliftError if neither."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            return value
+    raise DeliftError(f"config: {key} has a bad number {_show(text)}")
 
 
 def _check_data(d: DataConfig, key: str) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from delift_ray.pairs import block_neighbours, check_k, neighbour_pairs, row_blocks
 from delift_ray.scoring import Block, BlockScorer, ScoreJob, TextSet
 
 Report = Callable[[dict[str, Any]], None]
@@ -49,3 +52,45 @@ def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], 
     )
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
         on_block({k: v[0].item() if hasattr(v[0], "item") else v[0] for k, v in batch.items()})
+
+
+def knn_pairs_on_ray(
+    target_emb: np.ndarray,
+    demo_emb: np.ndarray,
+    k: int,
+    same_set: bool,
+    block_rows: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """knn_pairs with the blocked top-k search spread over Ray Data tasks (large pools)."""
+    import ray
+
+    check_k(k, len(demo_emb), same_set)
+    blocks = row_blocks(len(target_emb), block_rows)
+    refs = {"targets": ray.put(target_emb), "demos": ray.put(demo_emb)}
+    ds = ray.data.from_items(
+        [{"start": a, "stop": b} for a, b in blocks], override_num_blocks=len(blocks)
+    )
+    ds = ds.map_batches(
+        _search_blocks,
+        fn_kwargs={"refs": refs, "k": k, "same_set": same_set},
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=0.5,
+    )
+    found = {int(r["start"]): r["neighbours"] for r in ds.iter_rows()}
+    nbrs = np.concatenate([np.asarray(found[a]).reshape(b - a, k) for a, b in blocks])
+    return neighbour_pairs(nbrs, same_set)
+
+
+def _search_blocks(
+    batch: dict[str, np.ndarray], refs: dict[str, Any], k: int, same_set: bool
+) -> dict[str, Any]:
+    import ray
+
+    targets, demos = ray.get(refs["targets"]), ray.get(refs["demos"])
+    starts, stops = batch["start"], batch["stop"]
+    found = [
+        block_neighbours(targets, demos, k, same_set, int(a), int(b)).reshape(-1)
+        for a, b in zip(starts, stops)
+    ]
+    return {"start": starts, "neighbours": found}

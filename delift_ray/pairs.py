@@ -40,6 +40,43 @@ def top_k_neighbours(
     return np.take_along_axis(top, order, axis=1).astype(np.int64)
 
 
+def check_k(k: int, n_candidates: int, same_set: bool) -> None:
+    """DeliftError unless each target can have k neighbours other than itself."""
+    limit = n_candidates - 1 if same_set else n_candidates
+    if k < 1:
+        raise DeliftError(f"config: pairs.k must be >= 1, got {k}")
+    if k > limit:
+        raise DeliftError(
+            f"config: pairs.k={k} needs more than the {n_candidates} candidates available; "
+            "lower pairs.k or use pairs.mode=dense for small pools"
+        )
+
+
+def row_blocks(n: int, block_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive blocks of at most block_rows rows."""
+    return [(s, min(s + block_rows, n)) for s in range(0, n, block_rows)]
+
+
+def block_neighbours(
+    target_emb: np.ndarray, demo_emb: np.ndarray, k: int, same_set: bool, start: int, stop: int
+) -> np.ndarray:
+    """Top-k neighbours of target rows start..stop (excluding themselves when same_set)."""
+    offset = start if same_set else None
+    return top_k_neighbours(target_emb[start:stop], demo_emb, k, offset)
+
+
+def neighbour_pairs(nbrs: np.ndarray, same_set: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) pairs from a (n, k) neighbour table, plus (i, i) when same_set, grouped by j."""
+    n, k = nbrs.shape
+    i = np.repeat(np.arange(n, dtype=np.int64), k)
+    j = nbrs.reshape(-1).astype(np.int64)
+    if same_set:
+        i = np.concatenate([i, np.arange(n, dtype=np.int64)])
+        j = np.concatenate([j, np.arange(n, dtype=np.int64)])
+    order = np.lexsort((i, j))
+    return i[order], j[order]
+
+
 def knn_pairs(
     target_emb: np.ndarray,
     demo_emb: np.ndarray,
@@ -48,25 +85,8 @@ def knn_pairs(
     block_rows: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each target's k nearest demonstrations (plus itself when both sets are the same)."""
-    n, m = len(target_emb), len(demo_emb)
-    limit = m - 1 if same_set else m
-    if k < 1:
-        raise DeliftError(f"config: pairs.k must be >= 1, got {k}")
-    if k > limit:
-        raise DeliftError(
-            f"config: pairs.k={k} needs more than the {m} candidates available; "
-            "lower pairs.k or use pairs.mode=dense for small pools"
-        )
-    parts = []
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        offset = start if same_set else None
-        parts.append(top_k_neighbours(target_emb[start:stop], demo_emb, k, offset))
+    check_k(k, len(demo_emb), same_set)
+    blocks = row_blocks(len(target_emb), block_rows)
+    parts = [block_neighbours(target_emb, demo_emb, k, same_set, a, b) for a, b in blocks]
     nbrs = np.concatenate(parts) if parts else np.empty((0, k), np.int64)
-    i = np.repeat(np.arange(n, dtype=np.int64), k)
-    j = nbrs.reshape(-1)
-    if same_set:
-        i = np.concatenate([i, np.arange(n, dtype=np.int64)])
-        j = np.concatenate([j, np.arange(n, dtype=np.int64)])
-    order = np.lexsort((i, j))
-    return i[order], j[order]
+    return neighbour_pairs(nbrs, same_set)

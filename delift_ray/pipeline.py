@@ -112,7 +112,8 @@ def score_delift(
     local = cfg.scoring.executor == "local" or cfg.pairs.embedder == "self"
     with timer("load_model"):
         scorer: Any = st.build_local_scorer(setup) if local else None
-    with timer("pairs"):
+    on_ray = st.search_on_ray(cfg, len(pool.examples))
+    with timer("pairs"), ray_session() if on_ray else nullcontext():
         pairs = st.choose_pairs(cfg, sets, scorer)
     with timer("plan"):
         plan = st.plan(setup, sets, pairs)

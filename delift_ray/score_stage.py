@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from delift_ray.config import Config, store_uri
 from delift_ray.data import ExampleSet, Reject
-from delift_ray.distributed import score_blocks
+from delift_ray.distributed import knn_pairs_on_ray, score_blocks
 from delift_ray.embeddings import embed_texts, model_embeddings
 from delift_ray.errors import DeliftError
 from delift_ray.kernel import utility_kernel
@@ -110,11 +110,21 @@ def choose_pairs(
             out[CROSS] = dense_pairs(n, len(sets[CROSS].ids))
         return out
     emb = {name: embed(cfg, s, local_scorer) for name, s in sets.items()}
-    out = {POOL: knn_pairs(emb[POOL], emb[POOL], cfg.pairs.k, same_set=True)}
+    search = knn_pairs_on_ray if search_on_ray(cfg, n) else knn_pairs
+    out = {POOL: search(emb[POOL], emb[POOL], cfg.pairs.k, same_set=True)}
     if CROSS in sets:
         k = min(cfg.pairs.k, len(sets[CROSS].ids))
-        out[CROSS] = knn_pairs(emb[POOL], emb[CROSS], k, same_set=False)
+        out[CROSS] = search(emb[POOL], emb[CROSS], k, same_set=False)
     return out
+
+
+def search_on_ray(cfg: Config, n: int) -> bool:
+    """Whether the kNN search runs on Ray Data (large pools with the ray executor)."""
+    return (
+        cfg.pairs.mode == "knn"
+        and cfg.scoring.executor == "ray"
+        and n >= cfg.pairs.search_on_ray_from_rows
+    )
 
 
 def embed(cfg: Config, s: TextSet, local_scorer: Any = None) -> np.ndarray:

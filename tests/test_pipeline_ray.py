@@ -8,6 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from delift_ray.config import load_config
+from delift_ray.distributed import knn_pairs_on_ray
+from delift_ray.pairs import knn_pairs
 from delift_ray.pipeline import run_select
 
 
@@ -49,7 +51,7 @@ def test_ray_actor_pool_matches_local_executor(tmp_path, pool, tiny_model_dir, r
     assert on_ray.manifest["kernel"]["pairs_scored"] == 400
 
 
-def test_knn_scores_k_plus_one_pairs_per_target(tmp_path, pool, tiny_model_dir):
+def test_knn_scores_k_plus_one_pairs_per_target(tmp_path, pool, tiny_model_dir, ray_local):
     result = run_select(
         cfg(
             tmp_path,
@@ -58,7 +60,8 @@ def test_knn_scores_k_plus_one_pairs_per_target(tmp_path, pool, tiny_model_dir):
             "knn",
             "pairs.mode=knn",
             "pairs.k=3",
-            "scoring.executor=local",
+            "pairs.search_on_ray_from_rows=1",  # the kNN search itself on Ray Data
+            "scoring.executor=ray",
         )
     )
     stats = result.manifest["kernel"]
@@ -75,3 +78,15 @@ def test_dry_run_plans_without_scoring_or_writing(tmp_path, pool, tiny_model_dir
     assert "plan: 400 pairs and 20 plain targets to score" in err
     assert "tokens/s" in err
     assert not (tmp_path / "dry").exists()
+
+
+def test_knn_search_on_ray_data_equals_local_search(ray_local):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    other = emb[:40] + 0.01
+    for targets, demos, same in ((emb, emb, True), (emb, other, False)):
+        local = knn_pairs(targets, demos, 5, same_set=same, block_rows=64)
+        on_ray = knn_pairs_on_ray(targets, demos, 5, same_set=same, block_rows=64)
+        np.testing.assert_array_equal(local[0], on_ray[0])
+        np.testing.assert_array_equal(local[1], on_ray[1])
