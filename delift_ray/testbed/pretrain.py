@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +73,12 @@ SCALES = {
 
 def cache_key(settings: Settings) -> str:
     """Hash of the settings, the default templates, this code and the library versions."""
-    import tokenizers
-    import torch
-    import transformers
-
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
     h.update(json.dumps([asdict(TemplatesConfig()), asdict(DataConfig())]).encode())
     for name in CODE_FILES:
         h.update((root / name).read_bytes())
-    h.update(f"{torch.__version__} {transformers.__version__} {tokenizers.__version__}".encode())
+    h.update(" ".join(version(p) for p in ("torch", "transformers", "tokenizers")).encode())
     return h.hexdigest()[:16]
 
 
