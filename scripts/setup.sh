@@ -12,10 +12,11 @@ stamp=.venv/.delift-installed
 want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing pinned dependencies (about 1-3 minutes on a fresh machine)"
-  # torch first and pinned: a bare torch would pull a multi-GB CUDA build.
-  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements/lock.txt 2>&1 | grep -v "is ignored" || true
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored" || true
+  # One resolve over the lock file, whose torch pin is the CPU build (a bare torch would pull a
+  # multi-GB CUDA build). --no-compile: bytecode is written lazily on first import instead.
+  pip=(.venv/bin/pip install -q --disable-pip-version-check --no-compile)
+  "${pip[@]}" -r requirements/lock.txt 2>&1 | grep -v "is ignored" || true
+  "${pip[@]}" --no-deps -e . 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -c "import torch, ray, transformers, delift_ray" \
     || { echo "[setup] install failed: see pip output above" >&2; exit 1; }
   echo "$want" > "$stamp"
