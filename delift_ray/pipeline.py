@@ -65,7 +65,7 @@ def run_select(
     if not dry_run:
         prepare_output_dir(cfg)
     with timer("read"):
-        sets = sets if sets is not None else read_sets(cfg)
+        sets = dict(sets) if sets is not None else read_sets(cfg)
     pool, cross = sets["pool"], cross_set(cfg, sets)
     if not pool.examples and not dry_run:
         write_rejects(cfg, sets)  # so the error's pointer to rejects.parquet holds
