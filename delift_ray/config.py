@@ -72,6 +72,7 @@ class PairsConfig:
     k: int = 64
     embedder: Literal["sentence", "self"] = "sentence"
     search_on_ray_from_rows: int = 50_000
+    random_k: int = 0
 
 
 @dataclass
@@ -418,6 +419,8 @@ def validate(cfg: Config) -> None:
     for key in ("cpus_per_actor", "gpus_per_actor"):
         if getattr(cfg.scoring, key) < 0:
             raise DeliftError(f"config: scoring.{key} must be >= 0")
+    if cfg.pairs.random_k < 0:
+        raise DeliftError(f"config: pairs.random_k must be >= 0, got {cfg.pairs.random_k}")
     if cfg.pairs.k < 1:
         raise DeliftError(f"config: pairs.k must be >= 1, got {cfg.pairs.k}")
     if cfg.selection.parts < 0:

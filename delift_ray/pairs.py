@@ -90,3 +90,21 @@ def knn_pairs(
     parts = [block_neighbours(target_emb, demo_emb, k, same_set, a, b) for a, b in blocks]
     nbrs = np.concatenate(parts) if parts else np.empty((0, k), np.int64)
     return neighbour_pairs(nbrs, same_set)
+
+
+def random_pairs(
+    n_targets: int, n_demos: int, per_target: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`per_target` uniformly random demonstrations for each target (seeded; may repeat knn's)."""
+    rng = np.random.default_rng(seed)
+    i = np.repeat(np.arange(n_targets, dtype=np.int64), per_target)
+    return i, rng.integers(0, n_demos, len(i), dtype=np.int64)
+
+
+def union_pairs(*pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (i, j) of several pair sets, grouped by demonstration j."""
+    i = np.concatenate([p[0] for p in pairs])
+    j = np.concatenate([p[1] for p in pairs])
+    width = int(i.max()) + 1 if len(i) else 1
+    keys = np.unique(j * width + i)
+    return keys % width, keys // width

@@ -22,7 +22,7 @@ from delift_ray.embeddings import embed_texts, model_embeddings
 from delift_ray.errors import DeliftError
 from delift_ray.kernel import utility_kernel
 from delift_ray.model import fingerprint, load_tokenizer, max_length, model_config
-from delift_ray.pairs import dense_pairs, knn_pairs
+from delift_ray.pairs import dense_pairs, knn_pairs, random_pairs, union_pairs
 from delift_ray.progress import Progress
 from delift_ray.scoring import (
     POOL,
@@ -115,6 +115,10 @@ def choose_pairs(
     if CROSS in sets:
         k = min(cfg.pairs.k, len(sets[CROSS].ids))
         out[CROSS] = search(emb[POOL], emb[CROSS], k, same_set=False)
+    if cfg.pairs.random_k:  # a few random candidates per target sample each demo's global utility
+        for name, pairs in out.items():
+            extra = random_pairs(n, len(sets[name].ids), cfg.pairs.random_k, cfg.seed)
+            out[name] = union_pairs(pairs, extra)
     return out
 
 
