@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(ev)
     ev.set_defaults(func=_eval)
 
+    cmp = sub.add_parser(
+        "compare", help="select with each method, fine-tune and evaluate each subset; tabulate"
+    )
+    _add_config_args(cmp)
+    cmp.set_defaults(func=_compare)
+
     ref = sub.add_parser("refresh", help="select again after the pool grew; only new pairs scored")
     _add_config_args(ref)
     ref.set_defaults(func=_refresh)
@@ -120,6 +126,15 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(f"evaluated {result.summary['model_path']} on {result.summary['rows']} rows: {shown}")
     print(f"rows in {result.rows_path}, summary {result.summary_path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from delift_ray.compare import run_compare, summary_lines
+    from delift_ray.config import load_config
+
+    result = run_compare(load_config(args.config, args.overrides))
+    print("\n".join(summary_lines(result)))
     return 0
 
 
