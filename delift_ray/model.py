@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -116,6 +117,12 @@ def fingerprint(cfg: ModelConfig) -> str:
         h.update(str(getattr(mc, "_commit_hash", "")).encode())
     h.update(cfg.dtype.encode())
     return h.hexdigest()[:16]
+
+
+def with_absolute_path(cfg: ModelConfig) -> ModelConfig:
+    """The same config with a local model.path made absolute (workers may run in another cwd)."""
+    local = Path(cfg.path).expanduser()
+    return dataclasses.replace(cfg, path=str(local.resolve())) if local.exists() else cfg
 
 
 def _source(cfg: ModelConfig) -> str:

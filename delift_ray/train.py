@@ -30,7 +30,14 @@ import numpy as np
 from delift_ray.config import Config, ModelConfig, config_to_dict
 from delift_ray.data import read_examples
 from delift_ray.errors import DeliftError
-from delift_ray.model import fingerprint, load_model, load_tokenizer, max_length, model_config
+from delift_ray.model import (
+    fingerprint,
+    load_model,
+    load_tokenizer,
+    max_length,
+    model_config,
+    with_absolute_path,
+)
 from delift_ray.outputs import prepare_output_dir, versions, write_json
 from delift_ray.ray_env import ray_session
 from delift_ray.templates import wants_bos
@@ -343,6 +350,8 @@ def run_train(cfg: Config, fault_marker: str | None = None) -> TrainResult:
     started = time.perf_counter()
     if not cfg.model.path:
         raise DeliftError("config: train needs model.path (the model to fine-tune)")
+    # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
+    cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
     out = prepare_output_dir(cfg)
     source = subset_path(cfg)
     rows = read_examples(dataclasses.replace(cfg.data, path=source))

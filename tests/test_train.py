@@ -4,6 +4,7 @@ LoRA merged into a loadable model, and a run that resumes from its checkpoint af
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,12 +115,13 @@ def test_subset_path_accepts_a_selection_output_dir(tmp_path):
 
 @pytest.mark.timeout(280)
 def test_full_fine_tuning_on_two_workers_lowers_the_response_loss(
-    tmp_path, tiny_model_dir, ray_local
+    tmp_path, tiny_model_dir, ray_local, monkeypatch
 ):
     pool = write_rows(tmp_path / "pool.jsonl")
-    cfg = train_cfg(
-        tmp_path, tiny_model_dir, pool, "train.workers=2", "train.epochs=3", "train.lr=0.01"
-    )
+    # A relative model.path, as in the shipped configs: Ray Train workers run in another cwd.
+    monkeypatch.chdir(Path(tiny_model_dir).parent)
+    relative = Path(tiny_model_dir).name
+    cfg = train_cfg(tmp_path, relative, pool, "train.workers=2", "train.epochs=3", "train.lr=0.01")
     pairs, pad = pairs_of(cfg, tiny_model_dir)
     before = mean_response_loss(load_model(cfg.model).model, pairs, pad)
     result = run_train(cfg)
