@@ -11,4 +11,4 @@ echo "[test] ruff"
 echo "[test] mypy"
 .venv/bin/mypy
 echo "[test] pytest"
-timeout 1500 .venv/bin/python -m pytest -q "$@"
+timeout 1500 .venv/bin/python -m pytest -q --durations=15 "$@"
