@@ -12,8 +12,8 @@ Every selection ("arm") gets a directory under output_dir, with one per training
 
 A sub-run whose final file (manifest.json, train_manifest.json, eval.json) records the config it
 would run with is reused as it is; config sections a stage does not read are ignored for that.
-A method's numbers are means over its runs (random: draws x seeds); `<metric>_std` is the sample
-standard deviation (n - 1), empty for a single run. Wall time is selection + training +
+A method's numbers are means over its runs (random, quota: draws x seeds); `<metric>_std` is the
+sample standard deviation (n - 1), empty for a single run. Wall time is selection + training +
 evaluation of one run, as recorded when each sub-run ran.
 """
 
@@ -37,7 +37,14 @@ import pyarrow.parquet as pq
 
 from delift_ray import plots
 from delift_ray.atomic import atomic_path
-from delift_ray.config import CompareConfig, Config, StoreConfig, config_to_dict, store_uri
+from delift_ray.config import (
+    CompareConfig,
+    Config,
+    Method,
+    StoreConfig,
+    config_to_dict,
+    store_uri,
+)
 from delift_ray.data import read_examples
 from delift_ray.errors import DeliftError
 from delift_ray.evaluate import run_eval
@@ -65,6 +72,7 @@ TABLE_COLUMNS = (
 FINAL = {"select": "manifest.json", "train": "train_manifest.json", "eval": "eval.json"}
 UNUSED = {"select": ("train", "eval"), "train": ("eval",), "eval": ()}
 PLOTS = ("metrics", "gain_curve", "composition")
+RANDOM_METHODS = ("random", "quota")  # drawn compare.random_subsets times
 COMPOSITION_COLUMNS = ("kind", "source")
 MAX_CATEGORIES = 10
 
@@ -73,7 +81,7 @@ MAX_CATEGORIES = 10
 class Arm:
     """One selection to compare: a method at a budget (random: one seeded draw)."""
 
-    method: str
+    method: Method
     budget: int | float
     draw: int | None = None
 
@@ -112,7 +120,8 @@ def plan(cfg: Config) -> list[Arm]:
         if method == "full":
             arms.append(Arm("full", 1.0))
             continue
-        draws = [cfg.seed + k for k in range(c.random_subsets)] if method == "random" else [None]
+        drawn = method in RANDOM_METHODS
+        draws = [cfg.seed + k for k in range(c.random_subsets)] if drawn else [None]
         arms += [Arm(method, b, d) for b in c.budget_list(cfg.budget) for d in draws]
     return arms
 

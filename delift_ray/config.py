@@ -22,6 +22,10 @@ from delift_ray.errors import DeliftError
 PLAIN_TEMPLATE = (
     "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
 )
+# methods that score utilities with the model; delift-shuffled is the control that permutes
+# the scored utilities over the same pairs before the kernel is built
+SCORED_METHODS = ("delift", "delift-shuffled")
+Method = Literal["delift", "delift-shuffled", "se", "random", "quota", "full"]
 EXAMPLE_TEMPLATE = (
     "Instruction:\nUse the following example as a guide to answer the query in the same format "
     "and style, providing a clear and concise response.\n\n\n"
@@ -111,6 +115,7 @@ class SelectionConfig:
     distributed: Literal["auto", "central", "randgreedi"] = "auto"
     parts: int = 0
     central_max_nonzeros: int = 200_000_000
+    quota_by: str = ""  # method quota: the row field whose values share the budget equally
 
 
 @dataclass
@@ -184,9 +189,9 @@ class CompareConfig:
     random_subsets: int = 1
     budgets: str | int | float = ""
 
-    def method_list(self) -> list[str]:
+    def method_list(self) -> list[Method]:
         """The methods to compare, in order; DeliftError if one is unknown or repeated."""
-        known = typing.get_args(typing.get_type_hints(Config)["method"])
+        known = typing.get_args(Method)
         names = _items(self.methods, "compare.methods")
         for name in names:
             if name not in known:
@@ -194,7 +199,7 @@ class CompareConfig:
                     f"config: compare.methods has unknown method {_show(name)} "
                     f"(known: {', '.join(known)})"
                 )
-        return names
+        return typing.cast(list[Method], names)
 
     def seed_list(self, first: int) -> list[int]:
         """The training seeds: `seeds` of them from `first`, or the listed ones."""
@@ -223,13 +228,15 @@ class CompareConfig:
 
 @dataclass
 class Config:
-    """One selection run."""
+    """One selection run. Methods: delift; delift-shuffled (control: the same pairs, their
+    utilities permuted); se; random; quota (control: random within each value of
+    selection.quota_by, the budget shared equally); full."""
 
     data: DataConfig = field(default_factory=DataConfig)
     target: DataConfig | None = None
     existing: DataConfig | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Literal["delift", "se", "random", "full"] = "delift"
+    method: Method = "delift"
     stage: Literal["instruction", "task", "continual"] = "instruction"
     budget: int | float = 0.3
     pairs: PairsConfig = field(default_factory=PairsConfig)
@@ -403,8 +410,10 @@ def validate(cfg: Config) -> None:
         if cfg.existing is None:
             raise DeliftError("config: stage continual needs existing.path (data already learned)")
         _check_data(cfg.existing, "existing")
-    if cfg.method == "delift" and not cfg.model.path:
-        raise DeliftError("config: method delift needs model.path")
+    if cfg.method in SCORED_METHODS and not cfg.model.path:
+        raise DeliftError(f"config: method {cfg.method} needs model.path")
+    if cfg.method == "quota" and not cfg.selection.quota_by.strip():
+        raise DeliftError("config: method quota needs selection.quota_by (a field of the rows)")
     if cfg.model.max_length is not None and cfg.model.max_length < 8:
         raise DeliftError(f"config: model.max_length must be >= 8, got {cfg.model.max_length}")
     for key in (

@@ -1,7 +1,9 @@
-"""Selection methods: how each of delift / se / random / full turns a pool into a ranked subset."""
+"""Selection methods: how each of delift / se / random / quota / full turns a pool into a ranked
+subset (delift-shuffled differs from delift only in its kernel; see score_stage.reduce)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,7 @@ import scipy.sparse as sp
 from delift_ray.config import Config
 from delift_ray.data import ExampleSet
 from delift_ray.embeddings import embed_texts
+from delift_ray.errors import DeliftError
 from delift_ray.greedy import Selection
 from delift_ray.kernel import cosine_kernel
 from delift_ray.objectives import (
@@ -78,3 +81,34 @@ def se_kernels(cfg: Config, pool: ExampleSet, cross: ExampleSet | None) -> Kerne
 def random_order(n: int, budget: int, seed: int) -> np.ndarray:
     """A seeded random subset of `budget` indices out of n."""
     return np.random.default_rng(seed).permutation(n)[:budget].astype(np.int64)
+
+
+def quota_groups(pool: ExampleSet, field_name: str) -> list[str]:
+    """Each example's value of `field_name` as a group label; DeliftError if no row has it."""
+    values = [e.record.get(field_name) for e in pool.examples]
+    if pool.examples and all(v is None for v in values):
+        raise DeliftError(f"selection.quota_by: no row of the pool has a field {field_name!r}")
+    return ["(missing)" if v is None else str(v) for v in values]
+
+
+def quota_order(groups: Sequence[str], budget: int, seed: int) -> np.ndarray:
+    """A seeded random subset of `budget` indices with the budget shared equally by the groups
+    (a group smaller than its share gives all its rows, the rest goes to the others), in a
+    seeded random order."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    names = sorted(members)
+    take = dict.fromkeys(names, 0)
+    left = min(budget, len(groups))
+    while left:
+        open_ = [g for g in names if take[g] < len(members[g])]
+        share, extra = divmod(left, len(open_))
+        lucky = set(rng.permutation(len(open_))[:extra].tolist()) if share == 0 else set()
+        for k, g in enumerate(open_):
+            add = min(share + (k in lucky), len(members[g]) - take[g])
+            take[g] += add
+            left -= add
+    chosen = [i for g in names for i in rng.permutation(members[g])[: take[g]].tolist()]
+    return np.asarray(chosen, dtype=np.int64)[rng.permutation(len(chosen))]

@@ -15,11 +15,19 @@ from typing import Any
 import numpy as np
 
 from delift_ray import score_stage as st
-from delift_ray.config import Config, resolve_budget
+from delift_ray.config import SCORED_METHODS, Config, resolve_budget
 from delift_ray.data import ExampleSet, read_examples
 from delift_ray.errors import DeliftError
 from delift_ray.greedy import Selection
-from delift_ray.methods import Kernels, cross_set, random_order, run_greedy, se_kernels
+from delift_ray.methods import (
+    Kernels,
+    cross_set,
+    quota_groups,
+    quota_order,
+    random_order,
+    run_greedy,
+    se_kernels,
+)
 from delift_ray.outputs import RunOutputs, prepare_output_dir, write_outputs, write_rejects
 from delift_ray.ray_env import ray_session
 
@@ -72,7 +80,7 @@ def run_select(
     resolve_budget(cfg.budget, len(pool.examples))  # fail before any expensive work
     kernels: Kernels | None = None
     fingerprint = None
-    if cfg.method == "delift":
+    if cfg.method in SCORED_METHODS:
         with timer("prepare"):
             setup = st.setup_scoring(cfg)
             fingerprint = setup.fingerprint
@@ -92,7 +100,7 @@ def run_select(
             with timer("embed"):
                 kernels = se_kernels(cfg, pool, cross)
     with timer("select"):
-        selection = choose(cfg, kernels, pool.ids, budget)
+        selection = choose(cfg, kernels, pool, budget)
     with timer("write"):
         return write_outputs(
             cfg, sets, selection, kernels, timer.seconds, fingerprint, extra_manifest
@@ -142,16 +150,20 @@ def score_delift(
     )
 
 
-def choose(cfg: Config, kernels: Kernels | None, ids: list[str], budget: int) -> Selection:
-    """The ranked pick for the method: greedy on a kernel, a seeded random draw, or everything."""
+def choose(cfg: Config, kernels: Kernels | None, pool: ExampleSet, budget: int) -> Selection:
+    """The ranked pick for the method: greedy on a kernel, a seeded random draw (overall or per
+    quota group), or everything."""
     if kernels is not None:
-        return run_greedy(cfg, kernels, ids, budget)
-    n = len(ids)
-    if cfg.method not in ("full", "random"):
+        return run_greedy(cfg, kernels, pool.ids, budget)
+    n = len(pool.examples)
+    if cfg.method == "full":
+        order = np.arange(n, dtype=np.int64)
+    elif cfg.method == "random":
+        order = random_order(n, budget, cfg.seed)
+    elif cfg.method == "quota":
+        order = quota_order(quota_groups(pool, cfg.selection.quota_by), budget, cfg.seed)
+    else:
         raise DeliftError(f"method {cfg.method} needs a kernel")  # pragma: no cover
-    order = (
-        np.arange(n, dtype=np.int64) if cfg.method == "full" else random_order(n, budget, cfg.seed)
-    )
     nan = np.full(len(order), np.nan)
     return Selection(
         indices=order,

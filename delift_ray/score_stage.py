@@ -239,7 +239,11 @@ def execute(
 def reduce(
     cfg: Config, setup: ScoringSetup, sets: dict[str, TextSet], p: Plan
 ) -> tuple[Any, Any, pa.Table]:
-    """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities)."""
+    """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities).
+
+    Method delift-shuffled permutes each kernel's utilities over its pairs (seeded) before
+    scaling, a control for what the utilities' placement is worth; the table keeps the true ones.
+    """
     scan = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs").scan().table
     n = len(sets[POOL].ids)
     kernels, tables = {}, []
@@ -251,7 +255,10 @@ def reduce(
             )
         i, j = got["i"].to_numpy(), got["j"].to_numpy()
         shape = (n, len(sets[name].ids))
-        kernels[name] = utility_kernel(i, j, got["u"].to_numpy(), shape, cfg.selection.scaling)
+        u = got["u"].to_numpy()
+        if cfg.method == "delift-shuffled":
+            u = np.random.default_rng([cfg.seed, len(kernels)]).permutation(u)
+        kernels[name] = utility_kernel(i, j, u, shape, cfg.selection.scaling)
         label = POOL if name == POOL else cfg.stage
         tables.append(
             got.select(["target_id", "demo_id", "d0", "d1", "u"]).add_column(

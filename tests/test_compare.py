@@ -149,7 +149,8 @@ def test_plan_sub_run_configs_and_reuse(tmp_path):
             "model.path=m",
             f"output_dir={tmp_path}",
             "seed=5",
-            "compare.methods=random,se,full",
+            "compare.methods=random,se,quota,full",
+            "selection.quota_by=kind",
             "compare.random_subsets=2",
             "compare.budgets=0.1,4",
         ],
@@ -161,6 +162,10 @@ def test_plan_sub_run_configs_and_reuse(tmp_path):
         Arm("random", 4, 6),
         Arm("se", 0.1),
         Arm("se", 4),
+        Arm("quota", 0.1, 5),
+        Arm("quota", 0.1, 6),
+        Arm("quota", 4, 5),
+        Arm("quota", 4, 6),
         Arm("full", 1.0),
     ]
     sel = select_config(cfg, Arm("random", 4, 6))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -176,3 +177,41 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path, files, tiny_model_dir)
     blocker.write_text("not a directory")
     with pytest.raises(DeliftError, match="output: cannot write to"):
         run_select(config(tmp_path, files, tiny_model_dir, f"output_dir={blocker}/run"))
+
+
+def test_delift_shuffled_selects_on_permuted_utilities_of_the_same_pairs(
+    tmp_path, files, tiny_model_dir
+):
+    store = f"store.uri={tmp_path / 'store'}"
+    real = run_select(config(tmp_path, files, tiny_model_dir, store, f"output_dir={tmp_path}/r"))
+    result = run_select(
+        config(tmp_path, files, tiny_model_dir, store, "method=delift-shuffled", "seed=3")
+    )
+    assert result.manifest["kernel"]["pairs_scored"] == 0  # the same pairs, from the store
+    util = pq.read_table(result.directory / "utilities.parquet").to_pandas()
+    true = pq.read_table(real.directory / "utilities.parquet").to_pandas()
+    assert util.equals(true)  # the table keeps the true utilities
+
+    # documented: pool-kernel utilities permuted with numpy's default_rng([seed, 0])
+    shuffled = util.assign(u=np.random.default_rng([3, 0]).permutation(util["u"].to_numpy()))
+    ids = list(dict.fromkeys(util["target_id"]))
+    k = kernel_from_file(shuffled, "pool", ids, ids)
+    assert not np.allclose(k, kernel_from_file(util, "pool", ids, ids))
+    expected = naive_greedy(facility_location(k), 4)
+    sel = pq.read_table(result.files["selection"]).to_pandas()
+    assert list(sel["id"]) == [ids[i] for i in expected.indices]
+
+
+def test_quota_shares_the_budget_equally_by_a_field(tmp_path, files, tiny_model_dir):
+    cfg = config(tmp_path, files, tiny_model_dir, "method=quota", "selection.quota_by=kind")
+    result = run_select(dataclasses.replace(cfg, budget=6))
+    subset = [json.loads(line) for line in result.files["subset"].read_text().splitlines()]
+    assert (
+        sorted(r["kind"] for r in subset)
+        == ["Repeat", "Repeat", "Reverse", "Reverse"] + ["Uppercase"] * 2
+    )
+    with pytest.raises(DeliftError, match=r"needs selection\.quota_by"):
+        config(tmp_path, files, tiny_model_dir, "method=quota")
+    bad = config(tmp_path, files, tiny_model_dir, "method=quota", "selection.quota_by=topic")
+    with pytest.raises(DeliftError, match="no row of the pool has a field 'topic'"):
+        run_select(bad)

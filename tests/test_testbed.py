@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
 
 import pytest
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from delift_ray.config import DataConfig, TemplatesConfig
 from delift_ray.data import read_examples
+from delift_ray.templates import Prompts
 from delift_ray.testbed import check, generate, pretrain
 from delift_ray.testbed.generate import PoolSpec, content_id
 from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
@@ -153,6 +156,34 @@ def test_pretraining_never_uses_the_pool_wording():
     phrasings = {p for k in KINDS.values() for p in k.phrasings}
     assert not any(p in t for p in phrasings for t in texts)
     assert all(any(g in t for g in GENERIC_INSTRUCTIONS) for t in texts)
+
+
+def test_varied_instructions_never_use_the_pool_wording():
+    rng = random.Random(0)
+    settings = dataclasses.replace(pretrain.SCALES["tiny"], instructions="varied")
+    said = [pretrain.instruction(settings, rng) for _ in range(400)]
+    phrasings = {p for k in KINDS.values() for p in k.phrasings}
+    assert not phrasings & set(said)
+    generic = sum(s in GENERIC_INSTRUCTIONS for s in said)
+    assert 150 < generic < 250  # about half generic, half pseudo-word sentences
+    assert all(s.endswith(".") and 2 <= len(s.split()) <= 6 for s in said)
+
+
+def test_response_tail_is_the_query_response_and_eos(tiny_base):
+    tok = AutoTokenizer.from_pretrained(tiny_base[1])
+    prompts = Prompts(tok, TemplatesConfig(), 256)
+    rng, settings = random.Random(1), pretrain.SCALES["tiny"]
+    items = [pretrain.draw_item(settings, rng) for _ in range(40)]
+    seqs, tails = pretrain.encode_items(items, prompts)
+    assert {it.layout for it in items} == set(pretrain.LAYOUTS)
+    for item, seq, tail in zip(items, seqs, tails, strict=True):
+        assert seq[-1] == tok.eos_token_id
+        assert tok.decode(seq[-tail:-1]) == item.y
+
+
+def test_unknown_pretraining_options_are_refused():
+    with pytest.raises(ValueError, match="loss must be all or response"):
+        dataclasses.replace(pretrain.SCALES["tiny"], loss="prompt")
 
 
 def test_pretraining_is_deterministic_and_cached(tiny_base, tmp_path, monkeypatch):

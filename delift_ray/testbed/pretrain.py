@@ -5,7 +5,9 @@ Every sequence is a fresh random input of a kind drawn uniformly, under a GENERI
 train/eval layout), the plain scoring template, or the with-example template whose example is
 of the same kind (or, less often, of another kind). With a generic instruction only the
 example says which transformation is wanted, so the model learns to infer it from a
-demonstration: the signal DELIFT's utilities measure. Loss is on every token (a base model).
+demonstration: the signal DELIFT's utilities measure. Loss is on every token (a base model);
+the "full-varied" scale (pre-registered in benchmarks/TESTBED.md) varies the instruction text
+widely and puts the loss on the query's response only.
 
 Deterministic for a seed (one CPU thread). Cached under <out>/model-<key>, key = hash of the
 settings, this code and the library versions: a second call returns at once.
@@ -34,7 +36,7 @@ import numpy as np
 from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig, TemplatesConfig
 from delift_ray.templates import Prompts
-from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
+from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS, draw_word
 from delift_ray.tiny import build_model, build_tokenizer
 
 LAYOUTS = ("bare", "plain", "same", "other")  # "same"/"other": with an example of that kind
@@ -60,6 +62,14 @@ class Settings:
     mix: tuple[float, ...] = (0.15, 0.15, 0.55, 0.15)  # weights of LAYOUTS
     kinds: tuple[str, ...] = tuple(KINDS)
     seed: int = 0
+    instructions: str = "generic"  # or "varied": half are random pseudo-word sentences
+    loss: str = "all"  # or "response": loss on the query's response tokens only
+
+    def __post_init__(self) -> None:
+        if self.instructions not in ("generic", "varied"):
+            raise ValueError(f"instructions must be generic or varied, not {self.instructions!r}")
+        if self.loss not in ("all", "response"):
+            raise ValueError(f"loss must be all or response, not {self.loss!r}")
 
 
 SCALES = {
@@ -68,6 +78,16 @@ SCALES = {
     ),
     "small": Settings(hidden=128, layers=2, heads=4, vocab=768, steps=600),
     "full": Settings(hidden=256, layers=4, heads=4, vocab=1024, steps=1500),
+    # the variant pre-registered in benchmarks/TESTBED.md before any full-scale result
+    "full-varied": Settings(
+        hidden=256,
+        layers=4,
+        heads=4,
+        vocab=1024,
+        steps=1500,
+        instructions="varied",
+        loss="response",
+    ),
 }
 
 
@@ -121,11 +141,19 @@ class Item:
     ey: str = ""
 
 
-def _pair(kind: str, rng: random.Random) -> tuple[str, str]:
-    """A rendered (x, y) of a kind on a fresh input, under a generic instruction."""
+def instruction(settings: Settings, rng: random.Random) -> str:
+    """A generic instruction, or under "varied" half the time a sentence of 2-6 pseudo-words."""
+    if settings.instructions == "varied" and rng.random() < 0.5:
+        words = [draw_word(rng) for _ in range(rng.randint(2, 6))]
+        return " ".join(words).capitalize() + "."
+    return rng.choice(GENERIC_INSTRUCTIONS)
+
+
+def _pair(kind: str, settings: Settings, rng: random.Random) -> tuple[str, str]:
+    """A rendered (x, y) of a kind on a fresh input, under an instruction that names no kind."""
     cfg = DataConfig()
     inp = KINDS[kind].draw(rng)
-    x = cfg.prompt_template.format(instruction=rng.choice(GENERIC_INSTRUCTIONS), input=inp)
+    x = cfg.prompt_template.format(instruction=instruction(settings, rng), input=inp)
     return x, cfg.response_template.format(output=KINDS[kind].solve(inp))
 
 
@@ -133,11 +161,11 @@ def draw_item(settings: Settings, rng: random.Random) -> Item:
     """A random pretraining sequence: kind uniform, layout by settings.mix."""
     kind = rng.choice(settings.kinds)
     layout = rng.choices(LAYOUTS, weights=settings.mix)[0]
-    x, y = _pair(kind, rng)
+    x, y = _pair(kind, settings, rng)
     if layout in ("bare", "plain"):
         return Item(layout, x, y)
     others = [k for k in settings.kinds if k != kind] or [kind]
-    ex, ey = _pair(kind if layout == "same" else rng.choice(others), rng)
+    ex, ey = _pair(kind if layout == "same" else rng.choice(others), settings, rng)
     return Item(layout, x, y, ex, ey)
 
 
@@ -153,8 +181,9 @@ def item_text(item: Item, templates: TemplatesConfig) -> str:
     return prompt + item.y
 
 
-def encode_items(items: list[Item], prompts: Prompts) -> list[np.ndarray]:
-    """Token ids of each item exactly as scoring (templates) or training (bare) lays it out."""
+def encode_items(items: list[Item], prompts: Prompts) -> tuple[list[np.ndarray], list[int]]:
+    """Token ids of each item as scoring (templates) or training (bare) lays it out, and the
+    number of trailing tokens that are the query's response and its EOS."""
     tok = prompts.tokenizer
     queries = prompts.encode([it.x for it in items], [it.y for it in items])
     demos = prompts.encode([it.ex for it in items], [it.ey for it in items])
@@ -168,7 +197,7 @@ def encode_items(items: list[Item], prompts: Prompts) -> list[np.ndarray]:
             demo = demos if it.layout in ("same", "other") else None
             prefix, suffix = prompts.sequence(queries, b, demo, b)
             out.append(np.concatenate([prefix, suffix]))
-    return out
+    return out, [len(r) + 1 for r in queries.response]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,9 +230,14 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
     rng = random.Random(f"data:{settings.seed}")
     losses, window = [], []
     for step in range(1, settings.steps + 1):
-        seqs = encode_items([draw_item(settings, rng) for _ in range(settings.batch)], prompts)
+        seqs, tails = encode_items(
+            [draw_item(settings, rng) for _ in range(settings.batch)], prompts
+        )
         ids, mask = _pad(seqs, tok.pad_token_id)
         labels = ids.masked_fill(mask == 0, -100)
+        if settings.loss == "response":
+            for b, (seq, tail) in enumerate(zip(seqs, tails, strict=True)):
+                labels[b, : len(seq) - tail] = -100
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
