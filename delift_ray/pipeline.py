@@ -30,6 +30,7 @@ from delift_ray.methods import (
 )
 from delift_ray.outputs import RunOutputs, prepare_output_dir, write_outputs, write_rejects
 from delift_ray.ray_env import ray_session
+from delift_ray.templates import EncodedSet
 
 
 @dataclass
@@ -84,9 +85,10 @@ def run_select(
         with timer("prepare"):
             setup = st.setup_scoring(cfg)
             fingerprint = setup.fingerprint
-            pool = sets["pool"] = st.drop_unscorable(setup.prompts, pool)
+            pool, pool_enc = st.drop_unscorable(setup.prompts, pool)
+            sets["pool"] = pool
         budget = resolve_budget(cfg.budget, len(pool.examples))
-        kernels = score_delift(cfg, setup, pool, cross, timer, dry_run)
+        kernels = score_delift(cfg, setup, pool, pool_enc, cross, timer, dry_run)
         if kernels is None:
             return None
     else:
@@ -111,6 +113,7 @@ def score_delift(
     cfg: Config,
     setup: st.ScoringSetup,
     pool: ExampleSet,
+    pool_enc: EncodedSet,
     cross: ExampleSet | None,
     timer: PhaseTimer,
     dry_run: bool,
@@ -125,7 +128,7 @@ def score_delift(
         pairs = st.choose_pairs(cfg, sets, scorer)
     with timer("plan"):
         plan = st.plan(setup, sets, pairs)
-        est = st.estimate(setup, sets, plan)
+        est = st.estimate(setup, sets, plan, pool_enc)
         speed = None
         if scorer is not None and (plan.pairs_to_score or dry_run):
             speed = st.calibrate(scorer, sets, cfg.scoring.calibration_pairs, cfg.seed)
@@ -136,17 +139,15 @@ def score_delift(
     work = plan.pairs_to_score or len(plan.todo_plain)
     session = ray_session() if cfg.scoring.executor == "ray" and work else None
     with timer("score"), session or nullcontext():
-        counters = st.execute(
-            setup, sets, plan, scorer if cfg.scoring.executor == "local" else None
-        )
+        scored = st.execute(setup, sets, plan, scorer if cfg.scoring.executor == "local" else None)
     with timer("reduce"):
-        k, cross_k, utilities = st.reduce(cfg, setup, sets, plan)
+        k, cross_k, utilities = st.reduce(cfg, setup, sets, plan, scored)
     keep_table = cfg.pairs.mode == "dense"
     return Kernels(
         pool=k,
         cross=cross_k,
         utilities=utilities if keep_table else None,
-        stats={**plan.stats, **est, **counters, "pairs_mode": cfg.pairs.mode},
+        stats={**plan.stats, **est, **scored.counters, "pairs_mode": cfg.pairs.mode},
     )
 
 

@@ -37,7 +37,7 @@ from delift_ray.scoring import (
     plan_plain,
 )
 from delift_ray.store import BlockStore, scoring_key
-from delift_ray.templates import Prompts
+from delift_ray.templates import EncodedSet, Prompts
 
 CROSS = "cross"
 
@@ -53,12 +53,18 @@ class ScoringSetup:
 
 @dataclass
 class Plan:
-    """The pairs each kernel needs and what of it the store lacks."""
+    """The pairs each kernel needs, what the store already has of them, and what it lacks."""
 
     needed: dict[str, pa.Table]
-    todo_plain: np.ndarray
+    found: dict[str, pa.Table]  # needed pairs already stored, with (d0, d1, u)
+    d0: np.ndarray  # stored d0 per pool row, NaN where missing
     todo_pairs: dict[str, pa.Table]
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def todo_plain(self) -> np.ndarray:
+        """Pool rows whose d0 is not yet in the store."""
+        return np.flatnonzero(np.isnan(self.d0))
 
     @property
     def pairs_to_score(self) -> int:
@@ -81,14 +87,19 @@ def setup_scoring(cfg: Config) -> ScoringSetup:
     return ScoringSetup(job=job, prompts=Prompts(tokenizer, cfg.templates, limit), fingerprint=fp)
 
 
-def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> ExampleSet:
-    """Move pool rows whose response cannot fit the model's context into the rejects."""
-    reasons = prompts.too_long(prompts.encode(pool.xs, pool.ys))
+def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, EncodedSet]:
+    """Move pool rows whose response cannot fit the model's context into the rejects; returns
+    the pool kept and its encoding (so that the pool is tokenized once on the driver)."""
+    enc = prompts.encode(pool.xs, pool.ys)
+    reasons = prompts.too_long(enc)
     if not any(reasons):
-        return pool
-    keep = [e for e, r in zip(pool.examples, reasons) if r is None]
+        return pool, enc
+    keep = [k for k, r in enumerate(reasons) if r is None]
     rejects = [Reject(e.source, e.row, r) for e, r in zip(pool.examples, reasons) if r is not None]
-    return dataclasses.replace(pool, examples=keep, rejects=pool.rejects + rejects)
+    kept = dataclasses.replace(
+        pool, examples=[pool.examples[k] for k in keep], rejects=pool.rejects + rejects
+    )
+    return kept, enc.subset(keep)
 
 
 def text_sets(pool: ExampleSet, cross: ExampleSet | None) -> dict[str, TextSet]:
@@ -150,17 +161,21 @@ def plan(setup: ScoringSetup, sets: dict[str, TextSet], pairs: dict[str, Any]) -
     needed = {
         name: pair_table(sets[POOL].ids, sets[name].ids, i, j) for name, (i, j) in pairs.items()
     }
+    found = {name: needed_utilities(t, pair_scan.table) for name, t in needed.items()}
     todo = {name: missing(t, pair_scan.table) for name, t in needed.items()}
     stats = {
         "pairs_needed": sum(t.num_rows for t in needed.values()),
         "blocks_removed_corrupt": len(plain_scan.removed) + len(pair_scan.removed),
     }
-    return Plan(needed, np.flatnonzero(np.isnan(d0)), todo, stats)
+    return Plan(needed, found, d0, todo, stats)
 
 
-def estimate(setup: ScoringSetup, sets: dict[str, TextSet], p: Plan) -> dict[str, Any]:
-    """Pairs and tokens still to score (computed from token counts, no model needed)."""
-    enc = {name: setup.prompts.encode(s.xs, s.ys) for name, s in sets.items()}
+def estimate(
+    setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, pool_enc: EncodedSet
+) -> dict[str, Any]:
+    """Pairs and tokens still to score (from token counts of the pool's encoding, no model)."""
+    enc = {POOL: pool_enc}
+    enc.update({n: setup.prompts.encode(s.xs, s.ys) for n, s in sets.items() if n != POOL})
     tokens = int(setup.prompts.lengths(enc[POOL], p.todo_plain).sum())
     for name, t in p.todo_pairs.items():
         i, j = t["i"].to_numpy(), t["j"].to_numpy()
@@ -200,12 +215,21 @@ def print_estimate(est: dict[str, Any], tokens_per_s: float | None, workers: int
     print(line, file=sys.stderr, flush=True)
 
 
+@dataclass
+class Scored:
+    """What `execute` did: counters for the manifest and the pair blocks it wrote."""
+
+    counters: dict[str, Any]
+    pair_blocks: list[str]
+
+
 def execute(
     setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, local_scorer: Any = None
-) -> dict[str, Any]:
-    """Score d0 for missing targets, then every missing pair; returns counters."""
+) -> Scored:
+    """Score d0 for missing targets, then every missing pair; returns counters and blocks."""
     job = setup.job
     counters = {"pairs_scored": 0, "targets_scored_d0": 0, "tokens_scored": 0, "blocks": 0}
+    written: dict[str, list[str]] = {"plain": [], "pairs": []}
     start = time.perf_counter()
 
     def count(kind: str, bar: Progress):
@@ -214,6 +238,7 @@ def execute(
             counters[key] += int(summary["rows"])
             counters["tokens_scored"] += int(summary["tokens"])
             counters["blocks"] += 1
+            written[kind].append(str(summary["block"]))
             bar.update_to(counters[key])
 
         return on_block
@@ -221,7 +246,8 @@ def execute(
     plain_blocks = plan_plain(p.todo_plain, job.scoring.targets_per_plain_block)
     with Progress("scoring d0", len(p.todo_plain), unit="targets") as bar:
         score_blocks(job, sets, plain_blocks, count("plain", bar), local_scorer)
-    d0 = d0_by_index(BlockStore(job.store_uri, job.store_key, "plain").scan().table, sets[POOL].ids)
+    new_d0 = BlockStore(job.store_uri, job.store_key, "plain").read(written["plain"])
+    d0 = np.where(np.isnan(p.d0), d0_by_index(new_d0, sets[POOL].ids), p.d0)
     if np.isnan(d0).any():
         raise DeliftError("store: some d0 blocks are missing after scoring; run again to resume")
     blocks = [
@@ -233,22 +259,26 @@ def execute(
         score_blocks(job, sets, blocks, count("pairs", bar), local_scorer)
     seconds = time.perf_counter() - start
     counters["pairs_per_second"] = round(counters["pairs_scored"] / seconds, 1) if seconds else None
-    return counters
+    return Scored(counters, written["pairs"])
 
 
 def reduce(
-    cfg: Config, setup: ScoringSetup, sets: dict[str, TextSet], p: Plan
+    cfg: Config, setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, scored: Scored
 ) -> tuple[Any, Any, pa.Table]:
     """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities).
 
-    Method delift-shuffled permutes each kernel's utilities over its pairs (seeded) before
-    scaling, a control for what the utilities' placement is worth; the table keeps the true ones.
+    The pairs come from the plan's scan of the store plus the blocks this run wrote (the store
+    is not scanned again), in (i, j) order. Method delift-shuffled permutes each kernel's
+    utilities over its pairs (seeded) before scaling, a control for what the utilities'
+    placement is worth; the table keeps the true ones.
     """
-    scan = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs").scan().table
+    new = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs").read(scored.pair_blocks)
     n = len(sets[POOL].ids)
-    kernels, tables = {}, []
+    kernels: dict[str, Any] = {}
+    tables = []
     for name, needed in p.needed.items():
-        got = needed_utilities(needed, scan)
+        got = pa.concat_tables([p.found[name], needed_utilities(p.todo_pairs[name], new)])
+        got = got.sort_by([("i", "ascending"), ("j", "ascending")])
         if got.num_rows != needed.num_rows:
             raise DeliftError(
                 f"store: {needed.num_rows - got.num_rows} needed pairs are missing; run again"

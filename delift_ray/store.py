@@ -132,6 +132,18 @@ class BlockStore:
         table = pa.concat_tables(tables) if tables else BLOCK_SCHEMA.empty_table()
         return StoreScan(table=table, blocks=len(tables), removed=removed)
 
+    def read(self, names: list[str]) -> pa.Table:
+        """The named blocks (as `write` returned them); DeliftError if one is missing or bad."""
+        tables = []
+        for name in names:
+            table = self._read_valid(f"{self.dir}/{name}")
+            if table is None:
+                raise DeliftError(
+                    f"store: block {self.dir}/{name} is missing or corrupt; run again"
+                )
+            tables.append(table)
+        return pa.concat_tables(tables) if tables else BLOCK_SCHEMA.empty_table()
+
     def _read_valid(self, path: str) -> pa.Table | None:
         try:
             with self.fs.open_input_file(path) as f:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
+from delift_ray.errors import DeliftError
 from delift_ray.store import BlockStore, block_table, scoring_key
 
 
@@ -62,3 +64,15 @@ def test_uri_filesystem(tmp_path):
     store = BlockStore(f"file://{tmp_path}/s", "k")
     store.write(sample_block(4))
     assert store.scan().table.num_rows == 5
+
+
+def test_read_named_blocks_checks_each(tmp_path):
+    store = BlockStore(str(tmp_path), "k")
+    a, b = sample_block(1), sample_block(2, n=3)
+    names = [store.write(a), store.write(b)]
+    got = store.read(names)
+    assert got.num_rows == 8 and got["d1"].to_pylist() == a["d1"].to_pylist() + b["d1"].to_pylist()
+    assert store.read([]).num_rows == 0
+    (tmp_path / "k" / "pairs" / names[1]).write_bytes(b"not parquet")
+    with pytest.raises(DeliftError, match="is missing or corrupt; run again"):
+        store.read(names)
