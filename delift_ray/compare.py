@@ -126,6 +126,13 @@ def plan(cfg: Config) -> list[Arm]:
     return arms
 
 
+def arm_seeds(cfg: Config, arm: Arm, seeds: list[int]) -> list[int]:
+    """The training seeds of an arm: all of them, or (draw_seeds: one) its draw's turn."""
+    if arm.draw is None or cfg.compare.draw_seeds == "all":
+        return seeds
+    return [seeds[(arm.draw - cfg.seed) % len(seeds)]]
+
+
 def select_config(cfg: Config, arm: Arm) -> Config:
     """The selection run of `arm` in <arm>/select, with the comparison's shared block store."""
     return dataclasses.replace(
@@ -209,13 +216,14 @@ def run_compare(cfg: Config) -> CompareResult:
     cfg = absolute_paths(cfg)
     root = prepare_output_dir(cfg)
     arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
+    runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}
     ran: Counter[str] = Counter()
     runs = []
     with ExitStack() as ray_scope:
         for arm in arms:
             sel_cfg = select_config(cfg, arm)
             sel, new_subset = _stage("select", sel_cfg, run_select, ray_scope, ran, False)
-            for seed in seeds:
+            for seed in runs_of[arm]:
                 tr_cfg = train_config(sel_cfg, seed)
                 tr, new_model = _stage("train", tr_cfg, run_train, ray_scope, ran, new_subset)
                 ev, _ = _stage("eval", eval_config(tr_cfg), run_eval, ray_scope, ran, new_model)
@@ -236,7 +244,7 @@ def run_compare(cfg: Config) -> CompareResult:
         table=table,
         markdown_table=lines,
         ran=ran,
-        sub_runs=len(arms) * (1 + 2 * len(seeds)),
+        sub_runs=sum(1 + 2 * len(s) for s in runs_of.values()),
         wall_s=round(time.perf_counter() - started, 3),
     )
 
@@ -379,7 +387,8 @@ def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, P
         f"Pool `{cfg.data.path}`, test set `{test}`, model `{cfg.model.path}`. "
         f"One training recipe for every subset: {t.method}, {t.epochs} epoch(s), lr {t.lr}, "
         f"batch {t.batch_size}, {t.workers} worker(s); training seeds "
-        f"{', '.join(map(str, seeds))}; random draws {cfg.compare.random_subsets}. "
+        f"{', '.join(map(str, seeds))}; random draws {cfg.compare.random_subsets}"
+        f"{' (one seed each, in turn)' if cfg.compare.draw_seeds == 'one' else ''}. "
         "Metrics are means over a method's runs, ± the sample standard deviation where it has "
         "several; rows = subset size; wall s = selection + training + evaluation of one run."
     )

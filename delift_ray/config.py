@@ -180,13 +180,16 @@ class CompareConfig:
     """`compare`: each method's subset fine-tuned per `train` and evaluated on `eval.test`.
 
     Lists are comma-separated strings. `seeds` is a count n (training seeds train.seed, +1, ...)
-    or a list of seeds ("0,3"; quote a single one: "7"); random draws `random_subsets` subsets
-    (selection seeds seed, +1, ...), each trained with every seed; empty `budgets` = `budget`.
+    or a list of seeds ("0,3"; quote a single one: "7"); random and quota draw `random_subsets`
+    subsets (selection seeds seed, +1, ...), each trained with every seed (`draw_seeds: all`) or
+    draw k with the k-th seed, cycling (`draw_seeds: one`: as many runs as draws, every seed
+    used once draws >= seeds); empty `budgets` = `budget`.
     """
 
     methods: str = "random,se,delift,full"
     seeds: int | str = 1
     random_subsets: int = 1
+    draw_seeds: Literal["all", "one"] = "all"
     budgets: str | int | float = ""
 
     def method_list(self) -> list[Method]:

@@ -14,6 +14,7 @@ import pipelines.compare as compare_job
 from delift_ray.compare import (
     METRICS,
     Arm,
+    arm_seeds,
     eval_config,
     plan,
     reusable,
@@ -168,6 +169,15 @@ def test_plan_sub_run_configs_and_reuse(tmp_path):
         Arm("quota", 4, 6),
         Arm("full", 1.0),
     ]
+    assert arm_seeds(cfg, Arm("random", 4, 6), [0, 1, 2]) == [0, 1, 2]
+    one = dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, draw_seeds="one"))
+    assert [arm_seeds(one, Arm("quota", 4, d), [0, 1, 2]) for d in (5, 6, 7, 8)] == [
+        [0],
+        [1],
+        [2],
+        [0],
+    ]
+    assert arm_seeds(one, Arm("se", 4), [0, 1, 2]) == [0, 1, 2]
     sel = select_config(cfg, Arm("random", 4, 6))
     assert (sel.method, sel.budget, sel.seed) == ("random", 4, 6)
     assert sel.output_dir == str(tmp_path / "random-b4-r6" / "select")
