@@ -27,6 +27,7 @@ from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig, ModelConfig, ScoringConfig, TemplatesConfig
 from delift_ray.data import read_examples
 from delift_ray.model import load_model
+from delift_ray.testbed.tasks import KINDS
 from delift_ray.utility import UtilityScorer
 
 Z_ACCEPT = 3.0
@@ -118,7 +119,7 @@ def check(
 
 
 def markdown(rows: list[KindRow]) -> str:
-    """The rows as a Markdown table, then the accepted kinds as a --kinds value."""
+    """The rows as a Markdown table, then the accepted kinds as a --kinds value (pool order)."""
     lines = [
         "| kind | targets | mean d0 | U same-kind | U other-kind | difference ± SE | z "
         "| accepted |",
@@ -130,7 +131,8 @@ def markdown(rows: list[KindRow]) -> str:
             f"| {r.kind} | {r.targets} | {r.d0:.3f} | {r.same:+.4f} | {r.other:+.4f} | "
             f"{r.diff:+.4f} ± {r.se:.4f} | {z:.1f} | {'yes' if r.accepted else 'no'} |"
         )
-    accepted = ",".join(r.kind for r in rows if r.accepted)
+    passed = {r.kind for r in rows if r.accepted}
+    accepted = ",".join(k for k in KINDS if k in passed)  # pool order: commonest first
     return "\n".join(lines) + f"\n\naccepted kinds: {accepted or '(none)'}\n"
 
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The testbed benchmark (issue 4, part 5; design and results in benchmarks/TESTBED.md):
+# pretrain the base model (cached), generate the pool and test set, run the acceptance check,
+# compare every method of pipelines/configs/testbed.yaml at budgets 0.1/0.3/0.5, write the report.
+#   bash benchmarks/testbed.sh                  # SCALE=full-varied OUT=runs/testbed
+#   SCALE=full bash benchmarks/testbed.sh --set compare.random_subsets=3   # extra --set go to compare
+# Stops after the check if fewer than 10 kinds are accepted (FORCE=1 runs the comparison anyway).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+SCALE=${SCALE:-full-varied}
+OUT=${OUT:-runs/testbed}
+N=${N:-1200}
+py=.venv/bin/python
+model=$($py -m delift_ray.testbed.pretrain --out .cache/testbed --scale "$SCALE")
+echo "[testbed] base model: $model"
+$py -m delift_ray.testbed.generate --out "$OUT/all-kinds" --n "$N" --seed 0 >/dev/null
+$py -m delift_ray.testbed.check --model "$model" --pool "$OUT/all-kinds/pool.jsonl" \
+  --json "$OUT/check.json" | tee "$OUT/check.md"
+kinds=$(sed -n 's/^accepted kinds: //p' "$OUT/check.md")
+count=$(tr ',' '\n' <<<"$kinds" | grep -c '^[a-z]' || true)
+if [ "$count" -lt 10 ] && [ "${FORCE:-0}" != 1 ]; then
+  echo "[testbed] only $count kinds accepted (need 10): testbed not accepted, no comparison" >&2
+  exit 2
+fi
+$py -m delift_ray.testbed.generate --out "$OUT" --n "$N" --seed 0 --kinds "$kinds"
+.venv/bin/delift-ray compare --config pipelines/configs/testbed.yaml --set model.path="$model" \
+  --set data.path="$OUT/pool.jsonl" --set eval.test.path="$OUT/test.jsonl" \
+  --set output_dir="$OUT/compare" "$@"
+$py -m delift_ray.testbed.report --compare "$OUT/compare" --pool "$OUT/pool.jsonl" \
+  --test "$OUT/test.jsonl" --out "$OUT/report.md"
