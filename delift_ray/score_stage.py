@@ -99,7 +99,14 @@ def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, Enc
     kept = dataclasses.replace(
         pool, examples=[pool.examples[k] for k in keep], rejects=pool.rejects + rejects
     )
-    return kept, enc.subset(keep)
+    return kept, take(enc, keep)
+
+
+def take(enc: EncodedSet, keep: list[int]) -> EncodedSet:
+    """The encoded examples at positions `keep`, in that order."""
+    return EncodedSet(
+        *([getattr(enc, f.name)[k] for k in keep] for f in dataclasses.fields(EncodedSet))
+    )
 
 
 def text_sets(pool: ExampleSet, cross: ExampleSet | None) -> dict[str, TextSet]:

@@ -26,7 +26,6 @@ next to the response, stays). A target whose response does not fit even so is to
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,15 +58,6 @@ class EncodedSet:
 
     def __len__(self) -> int:
         return len(self.response)
-
-    def subset(self, keep: Sequence[int]) -> EncodedSet:
-        """The examples at positions `keep`, in that order."""
-        return EncodedSet(
-            plain_query=[self.plain_query[k] for k in keep],
-            query=[self.query[k] for k in keep],
-            demo=[self.demo[k] for k in keep],
-            response=[self.response[k] for k in keep],
-        )
 
 
 def split_template(text: str, with_example: bool, key: str = "templates") -> Template:

@@ -8,13 +8,17 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoTokenizer
 
-from delift_ray.config import load_config
+from delift_ray.config import DataConfig, TemplatesConfig, load_config
+from delift_ray.data import read_examples
 from delift_ray.errors import DeliftError
 from delift_ray.greedy import naive_greedy
 from delift_ray.kernel import scale_utilities
 from delift_ray.objectives import facility_location, fl_conditional_gain, fl_mutual_information
 from delift_ray.pipeline import run_select
+from delift_ray.score_stage import drop_unscorable
+from delift_ray.templates import Prompts
 
 KINDS = {
     "Reverse the word.": lambda w: w[::-1],
@@ -215,3 +219,16 @@ def test_quota_shares_the_budget_equally_by_a_field(tmp_path, files, tiny_model_
     bad = config(tmp_path, files, tiny_model_dir, "method=quota", "selection.quota_by=topic")
     with pytest.raises(DeliftError, match="no row of the pool has a field 'topic'"):
         run_select(bad)
+
+
+def test_drop_unscorable_returns_the_encoding_of_the_rows_it_keeps(files, tiny_model_dir):
+    records = files["records"] + [{"instruction": "Say a lot.", "input": "", "output": "w " * 200}]
+    write_jsonl(files["pool"], records)
+    pool = read_examples(DataConfig(path=str(files["pool"])))
+    prompts = Prompts(AutoTokenizer.from_pretrained(tiny_model_dir), TemplatesConfig(), 96)
+    kept, enc = drop_unscorable(prompts, pool)
+    assert len(kept.examples) == len(records) - 1 and "response" in kept.rejects[-1].reason
+    fresh = prompts.encode(kept.xs, kept.ys)
+    for name in ("plain_query", "query", "demo", "response"):
+        got, want = getattr(enc, name), getattr(fresh, name)
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))

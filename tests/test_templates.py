@@ -204,13 +204,3 @@ def test_bos_auto_always_never(tiny_model_dir):
     assert not wants_bos(_NoBosTokenizer(), "auto")
     with pytest.raises(DeliftError, match="add_bos is always, but the tokenizer has no BOS"):
         wants_bos(_NoBosTokenizer(), "always")
-
-
-def test_encoded_subset_keeps_the_chosen_examples_in_order(tok):
-    enc = Prompts(tok, TemplatesConfig(), 512).encode(["a", "bb", "ccc"], ["x", "yy", "zzz"])
-    sub = enc.subset([2, 0])
-    for field in ("plain_query", "query", "demo", "response"):
-        assert [list(t) for t in getattr(sub, field)] == [
-            list(getattr(enc, field)[2]),
-            list(getattr(enc, field)[0]),
-        ]
