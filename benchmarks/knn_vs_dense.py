@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/knn_vs_dense.py --n 2000 --k 32 --budget 0.3
 
-Builds a synthetic pool of n instruction rows (7 kinds, imbalanced), trains the tiny demo-size
-model on it (cached), scores every pair once (dense, into a block store), then selects with
-kNN pairs (k nearest by sentence embedding + self), and with k/2 nearest + k/2 random pairs
-(`pairs.random_k`), under both scalings. The kNN runs find all
-their pairs in the store, so the dense scoring is paid once; "pairs needed" is what a kNN run
-scores on a fresh store. Quality is the gain over random subsets of the same size relative to
-the dense selection's gain, on the dense kernel: (f(knn) - f(random)) / (f(dense) - f(random)).
+Builds a synthetic pool of n instruction rows (7 kinds, imbalanced) and trains the tiny
+demo-size model on it (cached), or takes `--pool` and `--model` (e.g. a testbed pool and base
+model); scores every pair once (dense, into a block store), then selects with kNN pairs (k
+nearest by sentence embedding + self), and with k/2 nearest + k/2 random pairs
+(`pairs.random_k`), under both scalings. The kNN runs find all their pairs in the store, so the
+dense scoring is paid once; "pairs needed" is what a kNN run scores on a fresh store. Quality is
+the gain over random subsets of the same size relative to the dense selection's gain, on the
+dense kernel: (f(knn) - f(random)) / (f(dense) - f(random)).
 """
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ def main() -> None:
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--out", default=".cache/bench-knn")
     p.add_argument("--randoms", type=int, default=10)
+    p.add_argument("--pool", help="a pool file to use instead of the synthetic one (--n ignored)")
+    p.add_argument("--model", help="a model to use instead of the demo-size one trained here")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pool = out / f"pool-{args.n}.jsonl"
+    pool = Path(args.pool) if args.pool else out / f"pool-{args.n}.jsonl"
     if not pool.exists():
         make_pool(args.n, pool)
-    model = ensure_demo_model(out / "model", pool)
+    model = args.model or ensure_demo_model(out / "model", pool)
     base = [
         f"data.path={pool}",
         f"model.path={model}",

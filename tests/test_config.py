@@ -93,3 +93,16 @@ def test_shipped_configs_load():
     for name in ("instruction", "task", "continual"):
         cfg = load_config(f"pipelines/configs/{name}.yaml")
         assert cfg.stage == name
+
+
+@pytest.mark.parametrize(("name", "arms"), [("demo", 4), ("testbed", 3 * 10 * 2 + 3 * 3 + 1)])
+def test_testbed_configs_load_once_their_data_exists(tmp_path, name, arms):
+    from delift_ray.compare import plan
+    from delift_ray.testbed.generate import PoolSpec, write
+
+    paths = write(PoolSpec(n=300, test_per_kind=1, seed=1), tmp_path)
+    cfg = load_config(
+        f"pipelines/configs/{name}.yaml",
+        [f"model.path={tmp_path}", f"data.path={paths['pool']}", f"eval.test.path={paths['test']}"],
+    )
+    assert len(plan(cfg)) == arms
