@@ -27,7 +27,7 @@ from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig, ModelConfig, ScoringConfig, TemplatesConfig
 from delift_ray.data import read_examples
 from delift_ray.model import load_model
-from delift_ray.testbed.tasks import KINDS
+from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
 from delift_ray.utility import UtilityScorer
 
 Z_ACCEPT = 3.0
@@ -66,6 +66,20 @@ def sample_clean(pool_path: str | Path, per_kind: int, seed: int) -> list[tuple[
         for kind in sorted(by_kind)
         for row in rng.sample(by_kind[kind], min(per_kind, len(by_kind[kind])))
     ]
+
+
+def sample_generic(kinds: list[str], per_kind: int, seed: int) -> list[tuple[str, str, str]]:
+    """(x, y, kind) of per_kind fresh rows of each kind under generic instructions, the way
+    pretraining draws them: a diagnostic of the model's own distribution, not the acceptance."""
+    cfg, rng = DataConfig(), random.Random(f"generic:{seed}")
+    rows = []
+    for kind in sorted(kinds):
+        for _ in range(per_kind):
+            inp = KINDS[kind].draw(rng)
+            instruction = rng.choice(GENERIC_INSTRUCTIONS)
+            x = cfg.prompt_template.format(instruction=instruction, input=inp)
+            rows.append((x, cfg.response_template.format(output=KINDS[kind].solve(inp)), kind))
+    return rows
 
 
 def utilities(
@@ -110,10 +124,17 @@ def kind_rows(kinds: list[str], d0: np.ndarray, u: np.ndarray) -> list[KindRow]:
 
 
 def check(
-    model_path: str | Path, pool_path: str | Path, per_kind: int = 10, seed: int = 0
+    model_path: str | Path,
+    pool_path: str | Path,
+    per_kind: int = 10,
+    seed: int = 0,
+    generic: bool = False,
 ) -> list[KindRow]:
-    """Score a clean sample of the pool and return one KindRow per kind."""
+    """Score a clean sample of the pool (or, `generic`, fresh rows of the pool's kinds under
+    generic instructions) and return one KindRow per kind."""
     sample = sample_clean(pool_path, per_kind, seed)
+    if generic:
+        sample = sample_generic(sorted({s[2] for s in sample}), per_kind, seed)
     d0, u = utilities(model_path, [s[0] for s in sample], [s[1] for s in sample])
     return kind_rows([s[2] for s in sample], d0, u)
 
@@ -144,11 +165,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-kind", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument(
+        "--generic",
+        action="store_true",
+        help="diagnostic: fresh rows under generic instructions instead of the pool's rows",
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    rows = check(args.model, args.pool, args.per_kind, args.seed)
+    rows = check(args.model, args.pool, args.per_kind, args.seed, args.generic)
     print(markdown(rows), end="")
     if args.json:
         data = [{**r.__dict__, "accepted": r.accepted} for r in rows]
