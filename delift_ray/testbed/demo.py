@@ -27,9 +27,12 @@ POOL = PoolSpec(n=400, kinds=KINDS, test_per_kind=50, seed=0)
 
 def build(models: str | Path, out: str | Path) -> tuple[Path, dict[str, Path]]:
     """(base model directory, pool/test/spec paths) of the demo testbed, built unless cached."""
-    log = lambda m: print(f"[demo] pretraining {m}", file=sys.stderr, flush=True)  # noqa: E731
-    model = pretrain.pretrain(models, SETTINGS, log=log)
+    model = pretrain.pretrain(models, SETTINGS, log=_log)
     return model, generate.write(POOL, out)
+
+
+def _log(message: str) -> None:
+    print(f"[demo] pretraining {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
