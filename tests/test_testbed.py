@@ -221,3 +221,17 @@ def test_acceptance_rule():
     assert row.accepted
     assert not check.KindRow("add", 10, 0.5, 0.2, 0.05, 0.15, 0.06).accepted  # 2.5 SE
     assert not check.KindRow("add", 10, 0.9, 0.0, 0.0, 0.005, 0.0001).accepted  # too small
+
+
+def test_demo_testbed_builds_a_model_and_its_pool(tmp_path, monkeypatch):
+    from delift_ray.testbed import demo
+
+    tiny = dataclasses.replace(pretrain.SCALES["tiny"], kinds=demo.KINDS)
+    monkeypatch.setattr(demo, "SETTINGS", tiny)
+    monkeypatch.setattr(demo, "POOL", dataclasses.replace(demo.POOL, n=120, test_per_kind=2))
+    model, paths = demo.build(tmp_path / "models", tmp_path / "data")
+    assert (model / pretrain.STAMP).exists() and model.parent == tmp_path / "models"
+    pool = [json.loads(line) for line in paths["pool"].read_text().splitlines()]
+    assert len(pool) == 120 and {r["kind"] for r in pool} == set(demo.KINDS)
+    monkeypatch.undo()
+    assert demo.SETTINGS.kinds == demo.KINDS == demo.POOL.kinds  # pretrained on what it tests
