@@ -50,7 +50,7 @@ def test_fraction_budget_stays_float(tmp_path, pool_file):
         ("budget=1.5", "fraction > 1"),
         ("budget=lots", "budget has a bad value"),
         ("seed=1.5", "seed must be an integer"),
-        ("method=magic", "method must be one of delift, se, random, full"),
+        ("method=magic", "method must be one of delift, delift-shuffled, se, random, quota, full"),
         ("stage=task", "stage task needs target.path"),
         ("stage=continual", "stage continual needs existing.path"),
         ("scoring.max_batch_tokens=0", "scoring.max_batch_tokens must be >= 1"),

@@ -270,7 +270,11 @@ BOMB = "seed:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         (None, ["budget=1000"], "config: budget 1000 is larger than the pool (3 usable rows)"),
         (None, ["seed=-1"], "config: seed must be >= 0, got -1"),
         (None, ["pairs.k=0"], "config: pairs.k must be >= 1, got 0"),
-        (None, ["method=magic"], "config: method must be one of delift, se, random, full"),
+        (
+            None,
+            ["method=magic"],
+            "config: method must be one of delift, delift-shuffled, se, random, quota, full",
+        ),
         ("- method\n- full\n", [], "must hold a mapping at the top level"),
         ("method: !!python/object/apply:os.system ['true']\n", [], "is not valid YAML"),
         (b"method: full\n# caf\xe9\n", [], "is not UTF-8 text (byte 18)"),
