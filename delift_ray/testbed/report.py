@@ -20,14 +20,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from delift_ray.atomic import atomic_write_bytes
 from delift_ray.compare import Arm
-from delift_ray.config import DataConfig
+from delift_ray.config import DataConfig, Method
 from delift_ray.data import read_examples
 
 BASELINE = "random"
@@ -49,7 +49,7 @@ class Run:
         """The arm's directory name under the compare directory."""
         draw = int(self.draw) if self.draw else None
         budget = float(self.budget) if "." in self.budget else int(self.budget)
-        return Arm(self.method, budget, draw).name  # type: ignore[arg-type]
+        return Arm(cast(Method, self.method), budget, draw).name
 
 
 def read_runs(compare_dir: Path) -> list[Run]:
