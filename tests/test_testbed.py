@@ -17,6 +17,7 @@ from delift_ray.templates import Prompts
 from delift_ray.testbed import check, generate, pretrain
 from delift_ray.testbed.generate import PoolSpec, content_id
 from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
+from delift_ray.tiny import build_tokenizer
 
 SPEC = PoolSpec(n=400, test_per_kind=50, seed=3)
 
@@ -179,6 +180,23 @@ def test_response_tail_is_the_query_response_and_eos(tiny_base):
     for item, seq, tail in zip(items, seqs, tails, strict=True):
         assert seq[-1] == tok.eos_token_id
         assert tok.decode(seq[-tail:-1]) == item.y
+
+
+@pytest.mark.parametrize("scale", ["char", "char-varied"])
+def test_character_scales_spell_every_word_one_letter_per_token(scale):
+    settings = pretrain.SCALES[scale]
+    rng = random.Random(2)
+    texts = [
+        pretrain.item_text(pretrain.draw_item(settings, rng), TemplatesConfig()) for _ in range(300)
+    ]
+    tok = build_tokenizer(texts, vocab_size=settings.vocab, max_length=settings.max_positions)
+    phrasing = KINDS["reverse"].phrasings[0]  # a pool wording pretraining never shows
+    for text in (" kabotir", "kabo", " 41 7 23", " KABO", phrasing):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+        assert len(tok.tokenize(text)) == len(text)
+    pieces = Prompts(tok, TemplatesConfig(), settings.max_positions)
+    seqs, _ = pretrain.encode_items([pretrain.draw_item(settings, rng) for _ in range(200)], pieces)
+    assert max(len(s) for s in seqs) <= settings.max_positions  # nothing truncated
 
 
 def test_unknown_pretraining_options_are_refused():

@@ -88,6 +88,21 @@ SCALES = {
         instructions="varied",
         loss="response",
     ),
+    # session 3's pre-registered pair: a character-level tokenizer (259 = the byte alphabet +
+    # 3 specials: no merges), so every letter is a token the model has trained
+    "char": Settings(
+        hidden=128, layers=2, heads=4, vocab=259, steps=1000, max_positions=512, loss="response"
+    ),
+    "char-varied": Settings(
+        hidden=128,
+        layers=2,
+        heads=4,
+        vocab=259,
+        steps=1000,
+        max_positions=512,
+        loss="response",
+        instructions="varied",
+    ),
 }
 
 
