@@ -199,6 +199,18 @@ def test_character_scales_spell_every_word_one_letter_per_token(scale):
     assert max(len(s) for s in seqs) <= settings.max_positions  # nothing truncated
 
 
+def test_tagged_scales_name_the_kind_only_in_single_example_layouts():
+    settings = pretrain.SCALES["char-tagged"]
+    assert len(set(pretrain.TAGS.values())) == len(KINDS)  # one distinct tag per kind
+    phrasings = {p for k in KINDS.values() for p in k.phrasings}
+    assert not phrasings & set(pretrain.TAGS.values())
+    rng = random.Random(4)
+    for item in (pretrain.draw_item(settings, rng) for _ in range(400)):
+        tagged = [t for t in pretrain.TAGS.values() if t in item.x]
+        assert bool(tagged) == (item.layout in ("bare", "plain"))
+        assert not any(t in item.ex for t in pretrain.TAGS.values())
+
+
 def test_unknown_pretraining_options_are_refused():
     with pytest.raises(ValueError, match="loss must be all or response"):
         dataclasses.replace(pretrain.SCALES["tiny"], loss="prompt")

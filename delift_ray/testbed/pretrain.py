@@ -64,6 +64,7 @@ class Settings:
     seed: int = 0
     instructions: str = "generic"  # or "varied": half are random pseudo-word sentences
     loss: str = "all"  # or "response": loss on the query's response tokens only
+    tags: bool = False  # bare and plain sequences name their kind by a pseudo-word tag (TAGS)
 
     def __post_init__(self) -> None:
         if self.instructions not in ("generic", "varied"):
@@ -101,6 +102,31 @@ SCALES = {
         steps=1000,
         max_positions=512,
         loss="response",
+        instructions="varied",
+    ),
+    # session 3's amendment (benchmarks/TESTBED.md): more single-example sequences, which name
+    # their kind by a tag so that they teach the transformations, and more steps
+    "char-tagged": Settings(
+        hidden=128,
+        layers=2,
+        heads=4,
+        vocab=259,
+        steps=1500,
+        max_positions=512,
+        loss="response",
+        mix=(0.35, 0.10, 0.40, 0.15),
+        tags=True,
+    ),
+    "char-tagged-varied": Settings(
+        hidden=128,
+        layers=2,
+        heads=4,
+        vocab=259,
+        steps=1500,
+        max_positions=512,
+        loss="response",
+        mix=(0.35, 0.10, 0.40, 0.15),
+        tags=True,
         instructions="varied",
     ),
 }
@@ -156,6 +182,17 @@ class Item:
     ey: str = ""
 
 
+def _tags() -> dict[str, str]:
+    """A fixed pseudo-word sentence per kind ("Task mevo."): names a kind, no pool wording."""
+    rng, words = random.Random("tags"), set()
+    while len(words) < len(KINDS):
+        words.add(draw_word(rng))
+    return {kind: f"Task {word}." for kind, word in zip(KINDS, sorted(words), strict=True)}
+
+
+TAGS = _tags()
+
+
 def instruction(settings: Settings, rng: random.Random) -> str:
     """A generic instruction, or under "varied" half the time a sentence of 2-6 pseudo-words."""
     if settings.instructions == "varied" and rng.random() < 0.5:
@@ -164,11 +201,15 @@ def instruction(settings: Settings, rng: random.Random) -> str:
     return rng.choice(GENERIC_INSTRUCTIONS)
 
 
-def _pair(kind: str, settings: Settings, rng: random.Random) -> tuple[str, str]:
-    """A rendered (x, y) of a kind on a fresh input, under an instruction that names no kind."""
+def _pair(
+    kind: str, settings: Settings, rng: random.Random, tagged: bool = False
+) -> tuple[str, str]:
+    """A rendered (x, y) of a kind on a fresh input, under an instruction that names no kind
+    (or, when tagged, the kind's pseudo-word tag)."""
     cfg = DataConfig()
     inp = KINDS[kind].draw(rng)
-    x = cfg.prompt_template.format(instruction=instruction(settings, rng), input=inp)
+    said = TAGS[kind] if tagged else instruction(settings, rng)
+    x = cfg.prompt_template.format(instruction=said, input=inp)
     return x, cfg.response_template.format(output=KINDS[kind].solve(inp))
 
 
@@ -176,7 +217,7 @@ def draw_item(settings: Settings, rng: random.Random) -> Item:
     """A random pretraining sequence: kind uniform, layout by settings.mix."""
     kind = rng.choice(settings.kinds)
     layout = rng.choices(LAYOUTS, weights=settings.mix)[0]
-    x, y = _pair(kind, settings, rng)
+    x, y = _pair(kind, settings, rng, tagged=settings.tags and layout in ("bare", "plain"))
     if layout in ("bare", "plain"):
         return Item(layout, x, y)
     others = [k for k in settings.kinds if k != kind] or [kind]
