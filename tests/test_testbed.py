@@ -7,6 +7,7 @@ import json
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
@@ -209,6 +210,36 @@ def test_tagged_scales_name_the_kind_only_in_single_example_layouts():
         tagged = [t for t in pretrain.TAGS.values() if t in item.x]
         assert bool(tagged) == (item.layout in ("bare", "plain"))
         assert not any(t in item.ex for t in pretrain.TAGS.values())
+
+
+def test_pack_rows_fills_rows_in_order_and_predicts_only_responses():
+    seqs = [np.arange(n, dtype=np.int32) + 10 * n for n in (3, 4, 2, 5, 6)]
+    tails = [1, 2, 1, 3, 2]
+    packed = dataclasses.replace(pretrain.SCALES["tiny"], max_positions=8, loss="response")
+    rows, masks = pretrain.pack_rows(seqs, tails, dataclasses.replace(packed, pack=True))
+    assert [len(r) for r in rows] == [7, 7, 6]  # 3+4, 2+5, 6: a sequence never straddles rows
+    assert rows[0].tolist() == [30, 31, 32, 40, 41, 42, 43]
+    assert masks[0].tolist() == [0, 0, 1, 0, 0, 1, 1]
+    assert masks[1].tolist() == [0, 1, 0, 0, 1, 1, 1]
+    single, single_masks = pretrain.pack_rows(seqs, tails, packed)
+    assert [len(r) for r in single] == [3, 4, 2, 5, 6]
+    assert single_masks[3].tolist() == [0, 0, 1, 1, 1]
+    everything = dataclasses.replace(packed, loss="all", pack=True)
+    assert all(m.all() for m in pretrain.pack_rows(seqs, tails, everything)[1])
+
+
+def test_packed_pretraining_runs_and_fills_its_rows(tiny_base, tmp_path):
+    settings = dataclasses.replace(
+        pretrain.SCALES["tiny"], pack=True, loss="response", max_positions=512
+    )
+    prompts = Prompts(AutoTokenizer.from_pretrained(tiny_base[1]), TemplatesConfig(), 512)
+    rows, masks = pretrain.step_rows(settings, prompts, random.Random(0))
+    assert len(rows) == settings.batch and all(len(r) <= 512 for r in rows)
+    plain = dataclasses.replace(settings, pack=False)
+    _, one_each = pretrain.step_rows(plain, prompts, random.Random(0))
+    assert sum(m.sum() for m in masks) > 2 * sum(m.sum() for m in one_each)
+    model = pretrain.pretrain(tmp_path, settings)
+    assert json.loads((model / pretrain.STAMP).read_text())["losses"]
 
 
 def test_unknown_pretraining_options_are_refused():

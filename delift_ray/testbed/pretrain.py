@@ -65,6 +65,8 @@ class Settings:
     instructions: str = "generic"  # or "varied": half are random pseudo-word sentences
     loss: str = "all"  # or "response": loss on the query's response tokens only
     tags: bool = False  # bare and plain sequences name their kind by a pseudo-word tag (TAGS)
+    pack: bool = False  # a row holds several sequences end to end, up to max_positions tokens
+    device: str = "cpu"  # or "cuda" (the GPU machine); part of the cache key
 
     def __post_init__(self) -> None:
         if self.instructions not in ("generic", "varied"):
@@ -256,6 +258,49 @@ def encode_items(items: list[Item], prompts: Prompts) -> tuple[list[np.ndarray],
     return out, [len(r) + 1 for r in queries.response]
 
 
+def segment_mask(length: int, tail: int, loss: str) -> np.ndarray:
+    """1 where a sequence's token is predicted: every token, or its last `tail` (response, EOS)."""
+    mask = np.ones(length, dtype=np.int8)
+    if loss == "response":
+        mask[: length - tail] = 0
+    return mask
+
+
+def pack_rows(
+    seqs: list[np.ndarray], tails: list[int], settings: Settings
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rows of token ids and loss masks: one sequence per row, or (pack) sequences end to end
+    in order while they fit in max_positions; a sequence that would overflow starts a row."""
+    rows: list[list[np.ndarray]] = []
+    masks: list[list[np.ndarray]] = []
+    used = settings.max_positions
+    for seq, tail in zip(seqs, tails, strict=True):
+        if not settings.pack or used + len(seq) > settings.max_positions:
+            rows.append([])
+            masks.append([])
+            used = 0
+        rows[-1].append(seq)
+        masks[-1].append(segment_mask(len(seq), tail, settings.loss))
+        used += len(seq)
+    return [np.concatenate(r) for r in rows], [np.concatenate(m) for m in masks]
+
+
+def step_rows(
+    settings: Settings, prompts: Prompts, rng: random.Random
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The `batch` rows (ids, loss masks) of one training step, drawn from rng."""
+    rows: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    while len(rows) < settings.batch:
+        seqs, tails = encode_items(
+            [draw_item(settings, rng) for _ in range(settings.batch)], prompts
+        )
+        more, more_masks = pack_rows(seqs, tails, settings)
+        rows += more
+        masks += more_masks
+    return rows[: settings.batch], masks[: settings.batch]
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
@@ -280,20 +325,17 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
         max_positions=settings.max_positions,
         seed=settings.seed,
     )
-    model.train()
+    model.to(settings.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, settings))
     rng = random.Random(f"data:{settings.seed}")
     losses, window = [], []
     for step in range(1, settings.steps + 1):
-        seqs, tails = encode_items(
-            [draw_item(settings, rng) for _ in range(settings.batch)], prompts
-        )
-        ids, mask = _pad(seqs, tok.pad_token_id)
-        labels = ids.masked_fill(mask == 0, -100)
-        if settings.loss == "response":
-            for b, (seq, tail) in enumerate(zip(seqs, tails, strict=True)):
-                labels[b, : len(seq) - tail] = -100
+        rows, keep = step_rows(settings, prompts, rng)
+        ids, mask = _pad(rows, tok.pad_token_id)
+        predicted, _ = _pad(keep, 0)
+        labels = ids.masked_fill(predicted == 0, -100)
+        ids, mask, labels = (t.to(settings.device) for t in (ids, mask, labels))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -306,7 +348,7 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
             window = []
             if log is not None:
                 log(f"step {step}/{settings.steps} loss {losses[-1][1]:.4f}")
-    model.eval()
+    model.to("cpu").eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -341,8 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--steps", type=int, help="override the scale's step count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (a different model)")
     args = parser.parse_args(argv)
-    settings = replace(SCALES[args.scale], seed=args.seed)
+    settings = replace(SCALES[args.scale], seed=args.seed, device=args.device)
     if args.steps:
         settings = replace(settings, steps=args.steps)
     path = pretrain(args.out, settings, log=lambda m: print(m, file=sys.stderr, flush=True))
