@@ -186,7 +186,7 @@ class Item:
 
 def _tags() -> dict[str, str]:
     """A fixed pseudo-word sentence per kind ("Task mevo."): names a kind, no pool wording."""
-    rng, words = random.Random("tags"), set()
+    rng, words = random.Random("tags"), set[str]()
     while len(words) < len(KINDS):
         words.add(draw_word(rng))
     return {kind: f"Task {word}." for kind, word in zip(KINDS, sorted(words), strict=True)}
