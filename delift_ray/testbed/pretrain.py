@@ -67,6 +67,7 @@ class Settings:
     tags: bool = False  # bare and plain sequences name their kind by a pseudo-word tag (TAGS)
     pack: bool = False  # a row holds several sequences end to end, up to max_positions tokens
     device: str = "cpu"  # or "cuda" (the GPU machine); part of the cache key
+    threads: int = 1  # CPU threads; a run is deterministic for a given count
 
     def __post_init__(self) -> None:
         if self.instructions not in ("generic", "varied"):
@@ -309,7 +310,7 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
     """Train tokenizer + model into `out`; returns [step, mean loss] every 50 steps."""
     import torch
 
-    torch.set_num_threads(1)  # tiny matrices: extra threads contend, and results stay exact
+    torch.set_num_threads(settings.threads)
     templates = TemplatesConfig()
     tok_rng = random.Random(f"tokenizer:{settings.seed}")
     texts = [
