@@ -242,6 +242,19 @@ def test_packed_pretraining_runs_and_fills_its_rows(tiny_base, tmp_path):
     assert json.loads((model / pretrain.STAMP).read_text())["losses"]
 
 
+def test_gpu_scale_trains_on_the_cpu_when_told(tmp_path, monkeypatch, capsys):
+    gpu = pretrain.SCALES["gpu"]
+    assert gpu.device == "cuda" and gpu.pack and gpu.vocab == 259
+    small = dataclasses.replace(gpu, device="cpu", steps=1, batch=2, tokenizer_texts=200)
+    report = json.loads((pretrain.pretrain(tmp_path, small) / pretrain.STAMP).read_text())
+    assert report["settings"]["device"] == "cpu" and report["losses"]
+    asked = []
+    monkeypatch.setattr(pretrain, "pretrain", lambda out, settings, log: asked.append(settings))
+    pretrain.main(["--scale", "gpu", "--device", "cpu"])
+    pretrain.main(["--scale", "gpu"])
+    assert [a.device for a in asked] == ["cpu", "cuda"]
+
+
 def test_unknown_pretraining_options_are_refused():
     with pytest.raises(ValueError, match="loss must be all or response"):
         dataclasses.replace(pretrain.SCALES["tiny"], loss="prompt")

@@ -83,10 +83,10 @@ def sample_generic(kinds: list[str], per_kind: int, seed: int) -> list[tuple[str
 
 
 def utilities(
-    model_path: str | Path, xs: list[str], ys: list[str]
+    model_path: str | Path, xs: list[str], ys: list[str], device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(d0, U) of every example against every other (U's diagonal is NaN)."""
-    loaded = load_model(ModelConfig(path=str(model_path)))
+    loaded = load_model(ModelConfig(path=str(model_path), device=device))
     scorer = UtilityScorer(
         loaded.model, loaded.tokenizer, TemplatesConfig(), ScoringConfig(), loaded.max_length
     )
@@ -129,13 +129,14 @@ def check(
     per_kind: int = 10,
     seed: int = 0,
     generic: bool = False,
+    device: str = "cpu",
 ) -> list[KindRow]:
     """Score a clean sample of the pool (or, `generic`, fresh rows of the pool's kinds under
     generic instructions) and return one KindRow per kind."""
     sample = sample_clean(pool_path, per_kind, seed)
     if generic:
         sample = sample_generic(sorted({s[2] for s in sample}), per_kind, seed)
-    d0, u = utilities(model_path, [s[0] for s in sample], [s[1] for s in sample])
+    d0, u = utilities(model_path, [s[0] for s in sample], [s[1] for s in sample], device)
     return kind_rows([s[2] for s in sample], d0, u)
 
 
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-kind", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--device", default="cpu", help="where the model scores: cpu or cuda")
     parser.add_argument(
         "--generic",
         action="store_true",
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    rows = check(args.model, args.pool, args.per_kind, args.seed, args.generic)
+    rows = check(args.model, args.pool, args.per_kind, args.seed, args.generic, args.device)
     print(markdown(rows), end="")
     if args.json:
         data = [{**r.__dict__, "accepted": r.accepted} for r in rows]

@@ -132,6 +132,23 @@ SCALES = {
         tags=True,
         instructions="varied",
     ),
+    # pre-registered in benchmarks/TESTBED.md for the GPU machine (benchmarks/gpu_testbed.sh)
+    "gpu": Settings(
+        hidden=256,
+        layers=4,
+        heads=4,
+        vocab=259,
+        steps=6000,
+        batch=64,
+        warmup=200,
+        max_positions=512,
+        loss="response",
+        mix=(0.35, 0.10, 0.40, 0.15),
+        tags=True,
+        instructions="varied",
+        pack=True,
+        device="cuda",
+    ),
 }
 
 
@@ -384,9 +401,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--steps", type=int, help="override the scale's step count")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (a different model)")
+    parser.add_argument("--device", help="cpu or cuda (a different model); default: the scale's")
     args = parser.parse_args(argv)
-    settings = replace(SCALES[args.scale], seed=args.seed, device=args.device)
+    settings = replace(SCALES[args.scale], seed=args.seed)
+    if args.device:
+        settings = replace(settings, device=args.device)
     if args.steps:
         settings = replace(settings, steps=args.steps)
     path = pretrain(args.out, settings, log=lambda m: print(m, file=sys.stderr, flush=True))
