@@ -4,6 +4,7 @@
 # compare every method of pipelines/configs/testbed.yaml at budgets 0.1/0.3/0.5, write the report.
 #   bash benchmarks/testbed.sh                  # SCALE=full OUT=runs/testbed
 #   SCALE=full-varied bash benchmarks/testbed.sh --set compare.seeds=2   # extra args go to compare
+#   MODEL=runs/gpu-testbed/models/model-KEY bash benchmarks/testbed.sh   # a model trained elsewhere
 # Stops after the check if fewer than 10 kinds are accepted; FORCE=1 then compares on all 13 kinds
 # anyway (a run on a testbed that is NOT accepted: report it as such).
 set -euo pipefail
@@ -13,7 +14,8 @@ SCALE=${SCALE:-full}
 OUT=${OUT:-runs/testbed}
 N=${N:-1200}
 py=.venv/bin/python
-model=$($py -m delift_ray.testbed.pretrain --out .cache/testbed --scale "$SCALE")
+# MODEL=<dir>: a base model pretrained elsewhere (benchmarks/gpu_testbed.sh) instead of SCALE's
+model=${MODEL:-$($py -m delift_ray.testbed.pretrain --out .cache/testbed --scale "$SCALE")}
 echo "[testbed] base model: $model"
 $py -m delift_ray.testbed.generate --out "$OUT/all-kinds" --n "$N" --seed 0 >/dev/null
 $py -m delift_ray.testbed.check --model "$model" --pool "$OUT/all-kinds/pool.jsonl" \
