@@ -76,76 +76,36 @@ class Settings:
             raise ValueError(f"loss must be all or response, not {self.loss!r}")
 
 
-SCALES = {
+FULL = Settings(hidden=256, layers=4, heads=4, vocab=1024, steps=1500)
+# session 3: a character-level tokenizer (259 = the byte alphabet + 3 specials: no merges), so
+# every letter is a token the model has trained; loss on the query's response only
+CHAR = Settings(
+    hidden=128, layers=2, heads=4, vocab=259, steps=1000, max_positions=512, loss="response"
+)
+# session 3's amendment: single-example sequences name their kind by a tag (TAGS) so that they
+# teach the transformations; more of them, and more steps
+TAGGED = replace(CHAR, steps=1500, mix=(0.35, 0.10, 0.40, 0.15), tags=True)
+
+SCALES = {  # every scale but "tiny" and "small" is pre-registered in benchmarks/TESTBED.md
     "tiny": Settings(
         hidden=32, layers=1, heads=2, vocab=320, steps=12, batch=8, warmup=2, tokenizer_texts=200
     ),
     "small": Settings(hidden=128, layers=2, heads=4, vocab=768, steps=600),
-    "full": Settings(hidden=256, layers=4, heads=4, vocab=1024, steps=1500),
-    # the variant pre-registered in benchmarks/TESTBED.md before any full-scale result
-    "full-varied": Settings(
+    "full": FULL,
+    "full-varied": replace(FULL, instructions="varied", loss="response"),
+    "char": CHAR,
+    "char-varied": replace(CHAR, instructions="varied"),
+    "char-tagged": TAGGED,
+    "char-tagged-varied": replace(TAGGED, instructions="varied"),
+    # for the GPU machine (benchmarks/gpu_testbed.sh): F's data at the full model size, packed
+    "gpu": replace(
+        TAGGED,
         hidden=256,
         layers=4,
-        heads=4,
-        vocab=1024,
-        steps=1500,
         instructions="varied",
-        loss="response",
-    ),
-    # session 3's pre-registered pair: a character-level tokenizer (259 = the byte alphabet +
-    # 3 specials: no merges), so every letter is a token the model has trained
-    "char": Settings(
-        hidden=128, layers=2, heads=4, vocab=259, steps=1000, max_positions=512, loss="response"
-    ),
-    "char-varied": Settings(
-        hidden=128,
-        layers=2,
-        heads=4,
-        vocab=259,
-        steps=1000,
-        max_positions=512,
-        loss="response",
-        instructions="varied",
-    ),
-    # session 3's amendment (benchmarks/TESTBED.md): more single-example sequences, which name
-    # their kind by a tag so that they teach the transformations, and more steps
-    "char-tagged": Settings(
-        hidden=128,
-        layers=2,
-        heads=4,
-        vocab=259,
-        steps=1500,
-        max_positions=512,
-        loss="response",
-        mix=(0.35, 0.10, 0.40, 0.15),
-        tags=True,
-    ),
-    "char-tagged-varied": Settings(
-        hidden=128,
-        layers=2,
-        heads=4,
-        vocab=259,
-        steps=1500,
-        max_positions=512,
-        loss="response",
-        mix=(0.35, 0.10, 0.40, 0.15),
-        tags=True,
-        instructions="varied",
-    ),
-    # pre-registered in benchmarks/TESTBED.md for the GPU machine (benchmarks/gpu_testbed.sh)
-    "gpu": Settings(
-        hidden=256,
-        layers=4,
-        heads=4,
-        vocab=259,
         steps=5000,
         batch=64,
         warmup=200,
-        max_positions=512,
-        loss="response",
-        mix=(0.35, 0.10, 0.40, 0.15),
-        tags=True,
-        instructions="varied",
         pack=True,
         device="cuda",
     ),
