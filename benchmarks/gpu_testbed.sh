@@ -7,7 +7,7 @@
 # (no Ray). Python: $PYTHON, else .venv, else python3. The model directory comes back with $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python=${PYTHON:-.venv/bin/python}
 [ -x "$python" ] || python=python3
 out=${OUT:-runs/gpu-testbed}

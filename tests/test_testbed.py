@@ -245,7 +245,7 @@ def test_packed_pretraining_runs_and_fills_its_rows(tiny_base, tmp_path):
 def test_gpu_scale_trains_on_the_cpu_when_told(tmp_path, monkeypatch, capsys):
     gpu = pretrain.SCALES["gpu"]
     assert gpu.device == "cuda" and gpu.pack and gpu.vocab == 259
-    small = dataclasses.replace(gpu, device="cpu", steps=1, batch=2, tokenizer_texts=200)
+    small = dataclasses.replace(gpu, device="cpu", steps=2, batch=2, tokenizer_texts=200, workers=2)
     report = json.loads((pretrain.pretrain(tmp_path, small) / pretrain.STAMP).read_text())
     assert report["settings"]["device"] == "cpu" and report["losses"]
     asked = []
@@ -253,6 +253,17 @@ def test_gpu_scale_trains_on_the_cpu_when_told(tmp_path, monkeypatch, capsys):
     pretrain.main(["--scale", "gpu", "--device", "cpu"])
     pretrain.main(["--scale", "gpu"])
     assert [a.device for a in asked] == ["cpu", "cuda"]
+
+
+def test_worker_processes_build_the_same_steps(tiny_base):
+    settings = dataclasses.replace(pretrain.SCALES["tiny"], steps=40, pack=True)
+    prompts = Prompts(AutoTokenizer.from_pretrained(tiny_base[1]), TemplatesConfig(), 256)
+    alone = list(pretrain.step_stream(settings, prompts))
+    shared = list(pretrain.step_stream(dataclasses.replace(settings, workers=2), prompts))
+    assert len(alone) == len(shared) == 40  # 40 steps cross the 32-step window
+    for (rows_a, masks_a), (rows_b, masks_b) in zip(alone, shared, strict=True):
+        assert all((a == b).all() for a, b in zip(rows_a + masks_a, rows_b + masks_b, strict=True))
+    assert len({step[0][0].tobytes() for step in alone}) == 40  # every step is new data
 
 
 def test_unknown_pretraining_options_are_refused():

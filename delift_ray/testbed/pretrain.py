@@ -21,11 +21,12 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import random
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -68,6 +69,7 @@ class Settings:
     pack: bool = False  # a row holds several sequences end to end, up to max_positions tokens
     device: str = "cpu"  # or "cuda" (the GPU machine); part of the cache key
     threads: int = 1  # CPU threads; a run is deterministic for a given count
+    workers: int = 0  # processes that build the steps' rows (the data do not depend on it)
 
     def __post_init__(self) -> None:
         if self.instructions not in ("generic", "varied"):
@@ -108,6 +110,7 @@ SCALES = {  # every scale but "tiny" and "small" is pre-registered in benchmarks
         warmup=200,
         pack=True,
         device="cuda",
+        workers=8,
     ),
 }
 
@@ -279,6 +282,41 @@ def step_rows(
     return rows[: settings.batch], masks[: settings.batch]
 
 
+Step = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+def step_stream(settings: Settings, prompts: Prompts) -> Iterator[Step]:
+    """Every step's rows in order. Step s is drawn from its own seeded stream, so the data are
+    the same however many worker processes build them (a bounded window ahead of training)."""
+    steps = range(1, settings.steps + 1)
+    if settings.workers == 0:
+        yield from (_step(settings, prompts, s) for s in steps)
+        return
+    window = 16 * settings.workers
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(settings.workers, _set_worker, (settings, prompts)) as pool:
+        for start in range(1, settings.steps + 1, window):
+            yield from pool.imap(_worker_step, steps[start - 1 : start - 1 + window])
+
+
+def _step(settings: Settings, prompts: Prompts, step: int) -> Step:
+    """The rows of one step, from that step's own stream."""
+    return step_rows(settings, prompts, random.Random(f"data:{settings.seed}:{step}"))
+
+
+_WORKER: list[Any] = []  # (settings, prompts) in a worker process
+
+
+def _set_worker(settings: Settings, prompts: Prompts) -> None:
+    """Pool initializer: keep what every step needs in the worker process."""
+    _WORKER[:] = [settings, prompts]
+
+
+def _worker_step(step: int) -> Step:
+    """The rows of one step, in a worker process."""
+    return _step(_WORKER[0], _WORKER[1], step)
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
@@ -306,10 +344,8 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
     model.to(settings.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, settings))
-    rng = random.Random(f"data:{settings.seed}")
     losses, window = [], []
-    for step in range(1, settings.steps + 1):
-        rows, keep = step_rows(settings, prompts, rng)
+    for step, (rows, keep) in enumerate(step_stream(settings, prompts), start=1):
         ids, mask = _pad(rows, tok.pad_token_id)
         predicted, _ = _pad(keep, 0)
         labels = ids.masked_fill(predicted == 0, -100)
