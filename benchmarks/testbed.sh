@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The testbed benchmark (issue 4, part 5; design and results in benchmarks/TESTBED.md):
 # pretrain the base model (cached), generate the pool and test set, run the acceptance check,
-# compare every method of pipelines/configs/testbed.yaml at budgets 0.1/0.3/0.5, write the report.
+# choose the fine-tuning recipe on the full pool (delift_ray.testbed.recipe; EPOCHS=3 fixes it
+# with one full-pool run), compare every method of pipelines/configs/testbed.yaml at budgets
+# 0.1/0.3/0.5, write the report.
 #   bash benchmarks/testbed.sh                  # SCALE=full OUT=runs/testbed
 #   SCALE=full-varied bash benchmarks/testbed.sh --set compare.seeds=2   # extra args go to compare
 #   MODEL=runs/gpu-testbed/models/model-KEY bash benchmarks/testbed.sh   # a model trained elsewhere
@@ -32,8 +34,13 @@ if [ "$count" -lt 10 ]; then
   kind_args=()
 fi
 $py -m delift_ray.testbed.generate --out "$OUT" --n "$N" --seed 0 "${kind_args[@]}"
-.venv/bin/delift-ray compare --config pipelines/configs/testbed.yaml --set model.path="$model" \
-  --set data.path="$OUT/pool.jsonl" --set eval.test.path="$OUT/test.jsonl" \
-  --set output_dir="$OUT/compare" "$@"
+data=(--set model.path="$model" --set data.path="$OUT/pool.jsonl"
+  --set eval.test.path="$OUT/test.jsonl")
+# the fine-tuning recipe by the rule in benchmarks/TESTBED.md, judged on the full pool only
+epochs=$($py -m delift_ray.testbed.recipe --config pipelines/configs/testbed.yaml "${data[@]}" \
+  --out "$OUT/recipe" --epochs "${EPOCHS:-3,10,20}" --threshold 0.3 | tail -n 1)
+echo "[testbed] recipe: $epochs epochs ($OUT/recipe/recipe.json)"
+.venv/bin/delift-ray compare --config pipelines/configs/testbed.yaml "${data[@]}" \
+  --set train.epochs="$epochs" --set output_dir="$OUT/compare" "$@"
 $py -m delift_ray.testbed.report --compare "$OUT/compare" --pool "$OUT/pool.jsonl" \
   --test "$OUT/test.jsonl" --out "$OUT/report.md"
