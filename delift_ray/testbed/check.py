@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-kind", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
-    parser.add_argument("--device", default="cpu", help="where the model scores: cpu or cuda")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to score")
     parser.add_argument(
         "--generic",
         action="store_true",

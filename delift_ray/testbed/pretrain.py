@@ -247,9 +247,10 @@ def segment_mask(length: int, tail: int, loss: str) -> np.ndarray:
     return mask
 
 
-def pack_rows(
-    seqs: list[np.ndarray], tails: list[int], settings: Settings
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
+Step = tuple[list[np.ndarray], list[np.ndarray]]  # a step's rows: token ids, loss masks
+
+
+def pack_rows(seqs: list[np.ndarray], tails: list[int], settings: Settings) -> Step:
     """Rows of token ids and loss masks: one sequence per row, or (pack) sequences end to end
     in order while they fit in max_positions; a sequence that would overflow starts a row."""
     rows: list[list[np.ndarray]] = []
@@ -266,9 +267,7 @@ def pack_rows(
     return [np.concatenate(r) for r in rows], [np.concatenate(m) for m in masks]
 
 
-def step_rows(
-    settings: Settings, prompts: Prompts, rng: random.Random
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def step_rows(settings: Settings, prompts: Prompts, rng: random.Random) -> Step:
     """The `batch` rows (ids, loss masks) of one training step, drawn from rng."""
     rows: list[np.ndarray] = []
     masks: list[np.ndarray] = []
@@ -280,9 +279,6 @@ def step_rows(
         rows += more
         masks += more_masks
     return rows[: settings.batch], masks[: settings.batch]
-
-
-Step = tuple[list[np.ndarray], list[np.ndarray]]
 
 
 def step_stream(settings: Settings, prompts: Prompts) -> Iterator[Step]:
@@ -397,7 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--steps", type=int, help="override the scale's step count")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="cpu or cuda (a different model); default: the scale's")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="a different model; default: the scale's"
+    )
     args = parser.parse_args(argv)
     settings = replace(SCALES[args.scale], seed=args.seed)
     if args.device:
