@@ -12,9 +12,16 @@ from pathlib import Path
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 512, max_length: int = 512):
-    """Train a byte-level BPE tokenizer on `texts`; returns a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 512,
+    max_length: int = 512,
+    literals: Iterable[str] = (),
+):
+    """Train a byte-level BPE tokenizer on `texts`, each of `literals` one token besides;
+    returns a transformers fast tokenizer. vocab_size 259 (the byte alphabet and the special
+    tokens) leaves no room for merges: a character-level tokenizer."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -28,6 +35,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512, max_length: int
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer)
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in literals])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

@@ -5,14 +5,15 @@ Every sequence is a fresh random input of a kind drawn uniformly, under a GENERI
 train/eval layout), the plain scoring template, or the with-example template whose example is
 of the same kind (or, less often, of another kind). With a generic instruction only the
 example says which transformation is wanted, so the model learns to infer it from a
-demonstration: the signal DELIFT's utilities measure. Loss is on every token (a base model);
-the "full-varied" scale (pre-registered in benchmarks/TESTBED.md) varies the instruction text
-widely and puts the loss on the query's response only.
+demonstration: the signal DELIFT's utilities measure. Scales (all pre-registered in
+benchmarks/TESTBED.md) vary the model, the tokenizer, the instruction text and where the loss
+is; "packed" (session 4) reads characters (the templates' fixed texts as one token
+each) and packs many sequences into a row, each attending only to itself.
 
-Deterministic for a seed (one CPU thread). Cached under <out>/model-<key>, key = hash of the
+Deterministic for a seed and a thread count. Cached under <out>/model-<key>, key = hash of the
 settings, this code and the library versions: a second call returns at once.
 
-    python -m delift_ray.testbed.pretrain --out .cache/testbed --scale small
+    python -m delift_ray.testbed.pretrain --out .cache/testbed --scale packed
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import random
 import shutil
+import string
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ import numpy as np
 
 from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig, TemplatesConfig
-from delift_ray.templates import Prompts
+from delift_ray.templates import Prompts, split_template
 from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS, draw_word
 from delift_ray.tiny import build_model, build_tokenizer
 
@@ -66,10 +67,10 @@ class Settings:
     instructions: str = "generic"  # or "varied": half are random pseudo-word sentences
     loss: str = "all"  # or "response": loss on the query's response tokens only
     tags: bool = False  # bare and plain sequences name their kind by a pseudo-word tag (TAGS)
-    pack: bool = False  # a row holds several sequences end to end, up to max_positions tokens
-    device: str = "cpu"  # or "cuda" (the GPU machine); part of the cache key
+    pack: bool = False  # a row holds several sequences end to end, each attending to itself
+    literals: bool = False  # the default templates' fixed texts are one token each
+    device: str = "cpu"  # or "cuda"; part of the cache key
     threads: int = 1  # CPU threads; a run is deterministic for a given count
-    workers: int = 0  # processes that build the steps' rows (the data do not depend on it)
 
     def __post_init__(self) -> None:
         if self.instructions not in ("generic", "varied"):
@@ -99,18 +100,18 @@ SCALES = {  # every scale but "tiny" and "small" is pre-registered in benchmarks
     "char-varied": replace(CHAR, instructions="varied"),
     "char-tagged": TAGGED,
     "char-tagged-varied": replace(TAGGED, instructions="varied"),
-    # for the GPU machine (benchmarks/gpu_testbed.sh): F's data at the full model size, packed
-    "gpu": replace(
+    # session 4: E/F's data, but every position does work: the templates' fixed texts are one
+    # token each, many sequences share a row (each attends only to itself), two threads
+    "packed": replace(
         TAGGED,
-        hidden=256,
-        layers=4,
         instructions="varied",
-        steps=5000,
-        batch=64,
-        warmup=200,
+        mix=(0.35, 0.10, 0.45, 0.10),
+        steps=3000,
+        batch=16,
+        warmup=100,
         pack=True,
-        device="cuda",
-        workers=8,
+        literals=True,
+        threads=2,
     ),
 }
 
@@ -247,12 +248,19 @@ def segment_mask(length: int, tail: int, loss: str) -> np.ndarray:
     return mask
 
 
-Step = tuple[list[np.ndarray], list[np.ndarray]]  # a step's rows: token ids, loss masks
+@dataclass
+class Step:
+    """One training step's rows: token ids, loss masks (1 = predicted) and, per row, the
+    lengths of the sequences laid end to end in it."""
+
+    ids: list[np.ndarray]
+    masks: list[np.ndarray]
+    lengths: list[list[int]]
 
 
 def pack_rows(seqs: list[np.ndarray], tails: list[int], settings: Settings) -> Step:
-    """Rows of token ids and loss masks: one sequence per row, or (pack) sequences end to end
-    in order while they fit in max_positions; a sequence that would overflow starts a row."""
+    """One sequence per row, or (pack) sequences end to end in order while they fit in
+    max_positions; a sequence that would overflow starts a row."""
     rows: list[list[np.ndarray]] = []
     masks: list[list[np.ndarray]] = []
     used = settings.max_positions
@@ -264,57 +272,70 @@ def pack_rows(seqs: list[np.ndarray], tails: list[int], settings: Settings) -> S
         rows[-1].append(seq)
         masks[-1].append(segment_mask(len(seq), tail, settings.loss))
         used += len(seq)
-    return [np.concatenate(r) for r in rows], [np.concatenate(m) for m in masks]
+    return Step(
+        [np.concatenate(r) for r in rows],
+        [np.concatenate(m) for m in masks],
+        [[len(s) for s in r] for r in rows],
+    )
 
 
 def step_rows(settings: Settings, prompts: Prompts, rng: random.Random) -> Step:
-    """The `batch` rows (ids, loss masks) of one training step, drawn from rng."""
-    rows: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    while len(rows) < settings.batch:
+    """The `batch` rows of one training step, drawn from rng."""
+    step = Step([], [], [])
+    while len(step.ids) < settings.batch:
         seqs, tails = encode_items(
             [draw_item(settings, rng) for _ in range(settings.batch)], prompts
         )
-        more, more_masks = pack_rows(seqs, tails, settings)
-        rows += more
-        masks += more_masks
-    return rows[: settings.batch], masks[: settings.batch]
+        more = pack_rows(seqs, tails, settings)
+        step.ids += more.ids
+        step.masks += more.masks
+        step.lengths += more.lengths
+    b = settings.batch
+    return Step(step.ids[:b], step.masks[:b], step.lengths[:b])
 
 
 def step_stream(settings: Settings, prompts: Prompts) -> Iterator[Step]:
-    """Every step's rows in order. Step s is drawn from its own seeded stream, so the data are
-    the same however many worker processes build them (a bounded window ahead of training)."""
-    steps = range(1, settings.steps + 1)
-    if settings.workers == 0:
-        yield from (_step(settings, prompts, s) for s in steps)
-        return
-    window = 16 * settings.workers
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(settings.workers, _set_worker, (settings, prompts)) as pool:
-        for start in range(1, settings.steps + 1, window):
-            yield from pool.imap(_worker_step, steps[start - 1 : start - 1 + window])
+    """Every step's rows in order; step s is drawn from its own seeded stream."""
+    for step in range(1, settings.steps + 1):
+        yield step_rows(settings, prompts, random.Random(f"data:{settings.seed}:{step}"))
 
 
-def _step(settings: Settings, prompts: Prompts, step: int) -> Step:
-    """The rows of one step, from that step's own stream."""
-    return step_rows(settings, prompts, random.Random(f"data:{settings.seed}:{step}"))
+def step_tensors(step: Step, pad_id: int) -> dict[str, Any]:
+    """Model inputs of a step: right-padded ids, labels (-100 where not predicted), position ids
+    restarting at every sequence, and a 4D attention mask in which each sequence sees only its
+    own earlier tokens (padding sees only itself)."""
+    import torch
 
-
-_WORKER: list[Any] = []  # (settings, prompts) in a worker process
-
-
-def _set_worker(settings: Settings, prompts: Prompts) -> None:
-    """Pool initializer: keep what every step needs in the worker process."""
-    _WORKER[:] = [settings, prompts]
-
-
-def _worker_step(step: int) -> Step:
-    """The rows of one step, in a worker process."""
-    return _step(_WORKER[0], _WORKER[1], step)
+    width = max(len(r) for r in step.ids)
+    ids = torch.full((len(step.ids), width), pad_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    positions = torch.zeros_like(ids)
+    attend = torch.eye(width, dtype=torch.bool).repeat(len(step.ids), 1, 1, 1)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    for b, (row, keep, lengths) in enumerate(zip(step.ids, step.masks, step.lengths, strict=True)):
+        row_ids = torch.as_tensor(row, dtype=torch.long)
+        ids[b, : len(row)] = row_ids
+        labels[b, : len(row)] = row_ids.masked_fill(torch.as_tensor(keep) == 0, -100)
+        start = 0
+        for n in lengths:
+            positions[b, start : start + n] = torch.arange(n)
+            attend[b, 0, start : start + n, start : start + n] = causal[:n, :n]
+            start += n
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": attend}
 
 
 # ---------------------------------------------------------------------------------------------
 # training
+
+
+def template_literals() -> tuple[str, ...]:
+    """The fixed texts of the default templates and rendering, as scoring tokenizes them: the
+    with-example head and mid, the plain mid, and the prompt template's literal parts."""
+    templates, data = TemplatesConfig(), DataConfig()
+    example = split_template(templates.with_example, True)
+    plain = split_template(templates.plain, False)
+    parts = [lit for lit, *_ in string.Formatter().parse(data.prompt_template)]
+    return tuple(t for t in (example.head, example.mid, plain.mid, *parts) if t.strip())
 
 
 def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]]:
@@ -327,7 +348,12 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
     texts = [
         item_text(draw_item(settings, tok_rng), templates) for _ in range(settings.tokenizer_texts)
     ]
-    tok = build_tokenizer(texts, vocab_size=settings.vocab, max_length=settings.max_positions)
+    tok = build_tokenizer(
+        texts,
+        vocab_size=settings.vocab,
+        max_length=settings.max_positions,
+        literals=template_literals() if settings.literals else (),
+    )
     prompts = Prompts(tok, templates, settings.max_positions)
     model = build_model(
         tok,
@@ -341,12 +367,9 @@ def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, settings))
     losses, window = [], []
-    for step, (rows, keep) in enumerate(step_stream(settings, prompts), start=1):
-        ids, mask = _pad(rows, tok.pad_token_id)
-        predicted, _ = _pad(keep, 0)
-        labels = ids.masked_fill(predicted == 0, -100)
-        ids, mask, labels = (t.to(settings.device) for t in (ids, mask, labels))
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    for step, rows in enumerate(step_stream(settings, prompts), start=1):
+        inputs = step_tensors(rows, tok.pad_token_id)
+        loss = model(**{k: t.to(settings.device) for k, t in inputs.items()}).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -373,24 +396,11 @@ def _lr_factor(step: int, settings: Settings) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
-def _pad(seqs: list[np.ndarray], pad_id: int) -> tuple[Any, Any]:
-    """Right-padded int64 ids and attention mask tensors."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for b, s in enumerate(seqs):
-        ids[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-    return ids, mask
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command line: pretrain (or find cached) the base model of a scale; print its path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".cache/testbed")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="packed")
     parser.add_argument("--steps", type=int, help="override the scale's step count")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
