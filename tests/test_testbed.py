@@ -216,54 +216,109 @@ def test_pack_rows_fills_rows_in_order_and_predicts_only_responses():
     seqs = [np.arange(n, dtype=np.int32) + 10 * n for n in (3, 4, 2, 5, 6)]
     tails = [1, 2, 1, 3, 2]
     packed = dataclasses.replace(pretrain.SCALES["tiny"], max_positions=8, loss="response")
-    rows, masks = pretrain.pack_rows(seqs, tails, dataclasses.replace(packed, pack=True))
-    assert [len(r) for r in rows] == [7, 7, 6]  # 3+4, 2+5, 6: a sequence never straddles rows
-    assert rows[0].tolist() == [30, 31, 32, 40, 41, 42, 43]
-    assert masks[0].tolist() == [0, 0, 1, 0, 0, 1, 1]
-    assert masks[1].tolist() == [0, 1, 0, 0, 1, 1, 1]
-    single, single_masks = pretrain.pack_rows(seqs, tails, packed)
-    assert [len(r) for r in single] == [3, 4, 2, 5, 6]
-    assert single_masks[3].tolist() == [0, 0, 1, 1, 1]
+    step = pretrain.pack_rows(seqs, tails, dataclasses.replace(packed, pack=True))
+    assert step.lengths == [[3, 4], [2, 5], [6]]  # a sequence never straddles rows
+    assert step.ids[0].tolist() == [30, 31, 32, 40, 41, 42, 43]
+    assert step.masks[0].tolist() == [0, 0, 1, 0, 0, 1, 1]
+    assert step.masks[1].tolist() == [0, 1, 0, 0, 1, 1, 1]
+    single = pretrain.pack_rows(seqs, tails, packed)
+    assert single.lengths == [[3], [4], [2], [5], [6]]
+    assert single.masks[3].tolist() == [0, 0, 1, 1, 1]
     everything = dataclasses.replace(packed, loss="all", pack=True)
-    assert all(m.all() for m in pretrain.pack_rows(seqs, tails, everything)[1])
+    assert all(m.all() for m in pretrain.pack_rows(seqs, tails, everything).masks)
 
 
-def test_packed_pretraining_runs_and_fills_its_rows(tiny_base, tmp_path):
+def test_a_packed_row_computes_what_each_sequence_computes_alone():
+    import torch
+
+    from delift_ray.tiny import build_model
+
+    tok = build_tokenizer(["kabo tir 12"], vocab_size=259)
+    model = build_model(tok, hidden_size=32, layers=2, heads=2, max_positions=64).eval()
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(3, 259, n).astype(np.int32) for n in (7, 12, 5, 9)]
+    tails = [2, 3, 1, 4]
+    settings = dataclasses.replace(pretrain.SCALES["tiny"], max_positions=24, loss="response")
+    packed = pretrain.pack_rows(seqs, tails, dataclasses.replace(settings, pack=True))
+    assert packed.lengths == [[7, 12, 5], [9]]
+    single = pretrain.pack_rows(seqs, tails, settings)
+    with torch.no_grad():
+        out = model(**pretrain.step_tensors(packed, tok.pad_token_id))
+        inputs = pretrain.step_tensors(packed, tok.pad_token_id)
+        alone = [
+            model(input_ids=torch.as_tensor(s, dtype=torch.long)[None]).logits[0] for s in seqs
+        ]
+        ref = model(**pretrain.step_tensors(single, tok.pad_token_id)).loss
+    got = torch.cat(
+        [out.logits[0, :7], out.logits[0, 7:19], out.logits[0, 19:24], out.logits[1, :9]]
+    )
+    assert torch.allclose(got, torch.cat(alone), atol=1e-5)
+    assert inputs["position_ids"][0, :24].tolist() == [*range(7), *range(12), *range(5)]
+    assert int((inputs["labels"] != -100).sum()) == sum(tails)  # the responses, nothing else
+    assert abs(out.loss.item() - ref.item()) < 1e-5  # the same loss, packed or one per row
+
+
+def test_template_literals_are_one_token_and_every_word_stays_letters():
+    literals = pretrain.template_literals()
+    assert len(literals) == 5 and all(lit.strip() for lit in literals)
+    tok = build_tokenizer(["kabo"], vocab_size=259, literals=literals)
+    assert len(tok) == 259 + len(literals)
+    for lit in literals:
+        assert len(tok(lit, add_special_tokens=False)["input_ids"]) == 1
+    prompts = Prompts(tok, TemplatesConfig(), 512)
+    assert len(prompts.head[1]) == 1 and [len(m) for m in prompts.mid] == [1, 1]
+    x = DataConfig().prompt_template.format(instruction=KINDS["reverse"].phrasings[1], input="kabo")
+    enc = prompts.encode([x], [" obak"])
+    query = enc.query[0].tolist()  # "\nInstruction: " + phrasing letters + "\nInput: " + ...
+    assert len(query) == 1 + 1 + len(KINDS["reverse"].phrasings[1]) + 1 + 4 + 2
+    assert tok.decode(query) == "\n" + x + "\n" and len(enc.response[0]) == 5
+
+
+def test_packed_scale_is_deterministic_on_two_threads(tmp_path):
+    small = dataclasses.replace(
+        pretrain.SCALES["packed"],
+        hidden=32,
+        layers=1,
+        heads=2,
+        steps=4,
+        batch=4,
+        warmup=2,
+        tokenizer_texts=100,
+    )
+    a, b = (pretrain.pretrain(tmp_path / name, small) for name in ("a", "b"))
+    first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert all((first[k] == second[k]).all() for k in first)
+    assert load_file(a / "model.safetensors")["model.embed_tokens.weight"].shape[0] == 264
+
+
+def test_packed_pretraining_fills_its_rows_and_each_step_is_new_data(tiny_base, tmp_path):
     settings = dataclasses.replace(
-        pretrain.SCALES["tiny"], pack=True, loss="response", max_positions=512
+        pretrain.SCALES["tiny"], pack=True, loss="response", max_positions=512, steps=6
     )
     prompts = Prompts(AutoTokenizer.from_pretrained(tiny_base[1]), TemplatesConfig(), 512)
-    rows, masks = pretrain.step_rows(settings, prompts, random.Random(0))
-    assert len(rows) == settings.batch and all(len(r) <= 512 for r in rows)
-    plain = dataclasses.replace(settings, pack=False)
-    _, one_each = pretrain.step_rows(plain, prompts, random.Random(0))
-    assert sum(m.sum() for m in masks) > 2 * sum(m.sum() for m in one_each)
+    step = pretrain.step_rows(settings, prompts, random.Random(0))
+    assert len(step.ids) == settings.batch and all(len(r) <= 512 for r in step.ids)
+    assert all(sum(n) == len(r) for n, r in zip(step.lengths, step.ids, strict=True))
+    one_each = pretrain.step_rows(
+        dataclasses.replace(settings, pack=False), prompts, random.Random(0)
+    )
+    assert sum(m.sum() for m in step.masks) > 2 * sum(m.sum() for m in one_each.masks)
+    steps = list(pretrain.step_stream(settings, prompts))
+    again = list(pretrain.step_stream(settings, prompts))
+    assert len({s.ids[0].tobytes() for s in steps}) == 6
+    assert all((a.ids[0] == b.ids[0]).all() for a, b in zip(steps, again, strict=True))
     model = pretrain.pretrain(tmp_path, settings)
     assert json.loads((model / pretrain.STAMP).read_text())["losses"]
 
 
-def test_gpu_scale_trains_on_the_cpu_when_told(tmp_path, monkeypatch, capsys):
-    gpu = pretrain.SCALES["gpu"]
-    assert gpu.device == "cuda" and gpu.pack and gpu.vocab == 259
-    small = dataclasses.replace(gpu, device="cpu", steps=2, batch=2, tokenizer_texts=200, workers=2)
-    report = json.loads((pretrain.pretrain(tmp_path, small) / pretrain.STAMP).read_text())
-    assert report["settings"]["device"] == "cpu" and report["losses"]
+def test_device_flag_picks_the_device(monkeypatch):
     asked = []
     monkeypatch.setattr(pretrain, "pretrain", lambda out, settings, log: asked.append(settings))
-    pretrain.main(["--scale", "gpu", "--device", "cpu"])
-    pretrain.main(["--scale", "gpu"])
-    assert [a.device for a in asked] == ["cpu", "cuda"]
-
-
-def test_worker_processes_build_the_same_steps(tiny_base):
-    settings = dataclasses.replace(pretrain.SCALES["tiny"], steps=40, pack=True)
-    prompts = Prompts(AutoTokenizer.from_pretrained(tiny_base[1]), TemplatesConfig(), 256)
-    alone = list(pretrain.step_stream(settings, prompts))
-    shared = list(pretrain.step_stream(dataclasses.replace(settings, workers=2), prompts))
-    assert len(alone) == len(shared) == 40  # 40 steps cross the 32-step window
-    for (rows_a, masks_a), (rows_b, masks_b) in zip(alone, shared, strict=True):
-        assert all((a == b).all() for a, b in zip(rows_a + masks_a, rows_b + masks_b, strict=True))
-    assert len({step[0][0].tobytes() for step in alone}) == 40  # every step is new data
+    pretrain.main(["--scale", "tiny", "--device", "cuda"])
+    pretrain.main(["--scale", "tiny"])
+    pretrain.main([])
+    assert [a.device for a in asked] == ["cuda", "cpu", "cpu"]
+    assert asked[2] == pretrain.SCALES["packed"]  # the default scale
 
 
 def test_unknown_pretraining_options_are_refused():

@@ -45,6 +45,7 @@ LAYOUTS = ("bare", "plain", "same", "other")  # "same"/"other": with an example 
 LogFn = Callable[[str], None]
 CODE_FILES = ("testbed/tasks.py", "testbed/pretrain.py", "tiny.py", "templates.py")
 STAMP = "pretrain.json"
+CHUNK = 4  # step_rows draws sequences CHUNK * batch at a time
 
 
 @dataclass(frozen=True)
@@ -280,11 +281,12 @@ def pack_rows(seqs: list[np.ndarray], tails: list[int], settings: Settings) -> S
 
 
 def step_rows(settings: Settings, prompts: Prompts, rng: random.Random) -> Step:
-    """The `batch` rows of one training step, drawn from rng."""
+    """The `batch` rows of one training step, drawn from rng (sequences in chunks of CHUNK
+    rows' worth: fewer, larger tokenizer calls)."""
     step = Step([], [], [])
     while len(step.ids) < settings.batch:
         seqs, tails = encode_items(
-            [draw_item(settings, rng) for _ in range(settings.batch)], prompts
+            [draw_item(settings, rng) for _ in range(CHUNK * settings.batch)], prompts
         )
         more = pack_rows(seqs, tails, settings)
         step.ids += more.ids
@@ -310,18 +312,22 @@ def step_tensors(step: Step, pad_id: int) -> dict[str, Any]:
     ids = torch.full((len(step.ids), width), pad_id, dtype=torch.long)
     labels = torch.full_like(ids, -100)
     positions = torch.zeros_like(ids)
-    attend = torch.eye(width, dtype=torch.bool).repeat(len(step.ids), 1, 1, 1)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    segment = -1 - torch.arange(width).repeat(len(step.ids), 1)  # each padding its own
     for b, (row, keep, lengths) in enumerate(zip(step.ids, step.masks, step.lengths, strict=True)):
         row_ids = torch.as_tensor(row, dtype=torch.long)
         ids[b, : len(row)] = row_ids
         labels[b, : len(row)] = row_ids.masked_fill(torch.as_tensor(keep) == 0, -100)
-        start = 0
-        for n in lengths:
-            positions[b, start : start + n] = torch.arange(n)
-            attend[b, 0, start : start + n, start : start + n] = causal[:n, :n]
-            start += n
-    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": attend}
+        starts = np.repeat(np.cumsum([0, *lengths[:-1]]), lengths)
+        positions[b, : len(row)] = torch.as_tensor(np.arange(len(row)) - starts)
+        segment[b, : len(row)] = torch.as_tensor(np.repeat(np.arange(len(lengths)), lengths))
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    attend = (segment[:, :, None] == segment[:, None, :]) & causal
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "position_ids": positions,
+        "attention_mask": attend[:, None],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
