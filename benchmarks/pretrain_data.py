@@ -24,8 +24,7 @@ def prompts_for(settings: pretrain.Settings) -> Prompts:
     """The scale's tokenizer (trained on 300 of its sequences) cut into scoring pieces."""
     rng = random.Random(0)
     texts = [
-        pretrain.item_text(pretrain.draw_item(settings, rng), TemplatesConfig())
-        for _ in range(300)
+        pretrain.item_text(pretrain.draw_item(settings, rng), TemplatesConfig()) for _ in range(300)
     ]
     literals = pretrain.template_literals() if settings.literals else ()
     tok = build_tokenizer(texts, settings.vocab, settings.max_positions, literals)

@@ -318,7 +318,7 @@ def test_device_flag_picks_the_device(monkeypatch):
     pretrain.main(["--scale", "tiny"])
     pretrain.main([])
     assert [a.device for a in asked] == ["cuda", "cpu", "cpu"]
-    assert asked[2] == pretrain.SCALES["packed"]  # the default scale
+    assert asked[2] == pretrain.SCALES["packed-long"]  # the default scale
 
 
 def test_unknown_pretraining_options_are_refused():
