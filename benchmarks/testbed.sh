@@ -4,19 +4,18 @@
 # choose the fine-tuning recipe on the full pool (delift_ray.testbed.recipe; EPOCHS=3 fixes it
 # with one full-pool run), compare every method of pipelines/configs/testbed.yaml at budgets
 # 0.1/0.3/0.5, write the report.
-#   bash benchmarks/testbed.sh                  # SCALE=full OUT=runs/testbed
-#   SCALE=full-varied bash benchmarks/testbed.sh --set compare.seeds=2   # extra args go to compare
-#   MODEL=runs/gpu-testbed/models/model-KEY bash benchmarks/testbed.sh   # a model trained elsewhere
+#   bash benchmarks/testbed.sh                  # SCALE=packed-long OUT=runs/testbed
+#   SCALE=packed bash benchmarks/testbed.sh --set compare.seeds=2   # extra args go to compare
 # Stops after the check if fewer than 10 kinds are accepted; FORCE=1 then compares on all 13 kinds
 # anyway (a run on a testbed that is NOT accepted: report it as such).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
-SCALE=${SCALE:-full}
+SCALE=${SCALE:-packed-long}
 OUT=${OUT:-runs/testbed}
 N=${N:-1200}
 py=.venv/bin/python
-# MODEL=<dir>: a base model pretrained elsewhere (benchmarks/gpu_testbed.sh) instead of SCALE's
+# MODEL=<dir>: a base model pretrained elsewhere instead of SCALE's
 model=${MODEL:-$($py -m delift_ray.testbed.pretrain --out .cache/testbed --scale "$SCALE")}
 echo "[testbed] base model: $model"
 $py -m delift_ray.testbed.generate --out "$OUT/all-kinds" --n "$N" --seed 0 >/dev/null
