@@ -10,6 +10,11 @@ nearest by sentence embedding + self), and with k/2 nearest + k/2 random pairs
 dense scoring is paid once; "pairs needed" is what a kNN run scores on a fresh store. Quality is
 the gain over random subsets of the same size relative to the dense selection's gain, on the
 dense kernel: (f(knn) - f(random)) / (f(dense) - f(random)).
+
+Then, offline from the dense utilities (nothing scored): the same measure for other ways of
+choosing k pairs per target (k nearest by sentence or by the model's own embeddings, 2k nearest,
+k/2 nearest + k/2 random, k random, and an oracle that takes each target's k highest-utility
+demonstrations) at each of --sweep-budgets; and how flat the top of each row is.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ import pyarrow.parquet as pq
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from delift_ray.config import load_config
+import scipy.sparse as sp
+
+from delift_ray.config import DataConfig, EmbedderConfig, load_config
+from delift_ray.data import read_examples
 from delift_ray.demo import ensure_demo_model
+from delift_ray.embeddings import embed_texts, model_embeddings
 from delift_ray.greedy import lazy_greedy
 from delift_ray.kernel import scale_utilities
-from delift_ray.objectives import facility_location
+from delift_ray.objectives import Objective, facility_location
+from delift_ray.pairs import knn_pairs, random_pairs, union_pairs
 from delift_ray.pipeline import run_select
 
 KINDS = {  # kind: (weight, instruction, make(rng) -> (input, output))
@@ -83,14 +93,81 @@ def select(base: list[str], *extra: str):
     return pq.read_table(result.files["selection"])["id"].to_pylist(), result.manifest
 
 
-def dense_kernel(utilities: Path, ids: list[str], scaling: str) -> np.ndarray:
-    """The dense pool kernel rebuilt from utilities.parquet."""
+Pairs = tuple[np.ndarray, np.ndarray]
+
+
+def dense_utilities(utilities: Path, ids: list[str]) -> np.ndarray:
+    """The dense pool U (n x n, rows = targets) from utilities.parquet, in `ids` order."""
     t = pq.read_table(utilities).to_pandas()
     t = t[t["kernel"] == "pool"]
     pos = {x: n for n, x in enumerate(ids)}
-    k = np.zeros((len(ids), len(ids)))
-    k[t["target_id"].map(pos), t["demo_id"].map(pos)] = scale_utilities(t["u"].to_numpy(), scaling)
-    return k
+    u = np.full((len(ids), len(ids)), np.nan)
+    u[t["target_id"].map(pos), t["demo_id"].map(pos)] = t["u"].to_numpy()
+    return u
+
+
+def strategies(u: np.ndarray, ids: list[str], pool: Path, model: str, k: int) -> dict[str, Pairs]:
+    """Per target, k demonstrations (plus itself) chosen several ways, as (i, j) pairs in the
+    order of `ids` (u's order)."""
+    text = {e.id: e.x + e.y for e in read_examples(DataConfig(path=str(pool))).examples}
+    texts = [text[x] for x in ids]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(model).eval()
+    own = model_embeddings(lm, AutoTokenizer.from_pretrained(model), texts)
+    sentence = embed_texts(texts, EmbedderConfig())
+    n = len(texts)
+    itself = (np.arange(n), np.arange(n))
+    others = u.copy()
+    np.fill_diagonal(others, -np.inf)
+    top = np.argsort(-others, axis=1)[:, :k]
+    return {
+        f"sentence k={k}": knn_pairs(sentence, sentence, k, True),
+        f"sentence k={2 * k}": knn_pairs(sentence, sentence, 2 * k, True),
+        f"self k={k}": knn_pairs(own, own, k, True),
+        f"sentence k={k // 2} + random {k - k // 2}": union_pairs(
+            knn_pairs(sentence, sentence, k // 2, True), random_pairs(n, n, k - k // 2, 0)
+        ),
+        f"random {k}": union_pairs(random_pairs(n, n, k, 0), itself),
+        f"oracle: top {k} by utility": union_pairs(
+            (np.repeat(np.arange(n), k), top.ravel()), itself
+        ),
+    }
+
+
+def relative_gain(f: Objective, picks: np.ndarray, best: float, f_random: float) -> float:
+    """(f(picks) - f(random)) / (f(dense) - f(random))."""
+    return (f.evaluate(picks) - f_random) / (best - f_random)
+
+
+def sweep(u: np.ndarray, ways: dict[str, Pairs], budgets: list[float], randoms: int) -> None:
+    """Print the relative gain of each way of choosing pairs at each budget, both scalings."""
+    n = len(u)
+    print("\nOffline, from the dense utilities (sparse kernel scaled over its own pairs, as the")
+    print("pipeline does; judged on the dense kernel of the same scaling):\n")
+    print("| judged on | budget | picks | " + " | ".join(ways) + " |")
+    print("|---|---:|---:|" + "---:|" * len(ways))
+    for scaling in ("minmax", "clip"):
+        f = facility_location(scale_utilities(u.ravel(), scaling).reshape(n, n))
+        for budget in budgets:
+            b = round(budget * n)
+            best = lazy_greedy(f, b).value
+            rng = np.random.default_rng(0)
+            f_rand = float(np.mean([f.evaluate(rng.permutation(n)[:b]) for _ in range(randoms)]))
+            cells = []
+            for i, j in ways.values():
+                sparse = sp.csr_matrix((scale_utilities(u[i, j], scaling), (i, j)), shape=(n, n))
+                picks = lazy_greedy(facility_location(sparse), b).indices
+                cells.append(f"{relative_gain(f, picks, best, f_rand):.2f}")
+            print(f"| dense {scaling} | {budget} | {b} | " + " | ".join(cells) + " |")
+    others = u.copy()
+    np.fill_diagonal(others, -np.inf)
+    ranked = np.sort(others, axis=1)[:, ::-1]
+    print(
+        f"\nPer target, U of its best demonstration {ranked[:, 0].mean():.4f}, 10th "
+        f"{ranked[:, 9].mean():.4f}, 33rd {ranked[:, 32].mean():.4f}, median "
+        f"{np.median(ranked[:, :-1], axis=1).mean():.4f} (means over targets)."
+    )
 
 
 def main() -> None:
@@ -103,6 +180,7 @@ def main() -> None:
     p.add_argument("--randoms", type=int, default=10)
     p.add_argument("--pool", help="a pool file to use instead of the synthetic one (--n ignored)")
     p.add_argument("--model", help="a model to use instead of the demo-size one trained here")
+    p.add_argument("--sweep-budgets", default="0.01,0.03,0.1,0.3")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,9 +219,10 @@ def main() -> None:
             )
             picks[(name, scaling)] = [ids.index(x) for x in chosen]
             needed[name] = m["kernel"]["pairs_needed"]
+    u = dense_utilities(utilities, ids)
     rows = []
     for judged in ("minmax", "clip"):
-        f = facility_location(dense_kernel(utilities, ids, judged))
+        f = facility_location(scale_utilities(u.ravel(), judged).reshape(u.shape))
         budget = len(dense_ids)
         best = lazy_greedy(f, budget).value
         rng = np.random.default_rng(0)
@@ -181,6 +260,8 @@ def main() -> None:
             f"| {r['pairs_needed'] / dense_pairs:.2%} | {r['f_dense']:.2f} | {r['f_sparse']:.2f} "
             f"| {r['f_random']:.2f} | {r['relative_gain']:.3f} |"
         )
+    budgets = [float(b) for b in args.sweep_budgets.split(",")]
+    sweep(u, strategies(u, ids, pool, str(model), args.k), budgets, args.randoms)
     print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
     (out / "knn_vs_dense.json").write_text(json.dumps({"rows": rows, "dense_s": dense_s}, indent=2))
 
