@@ -1,7 +1,9 @@
-"""`ray job submit -- python -m pipelines.select` end to end, on a real Ray head started here."""
+"""`ray job submit -- python -m pipelines.<select|compare|eval>` end to end, on a real Ray head
+started here."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import WORDS, write_word_pool
 from raycluster import RayHead
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,6 +55,8 @@ def submit(head: RayHead, submission_id: str, *entrypoint: str) -> subprocess.Co
     run = head.ray(
         "job",
         "submit",
+        "--runtime-env-json",
+        json.dumps({"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}}),
         "--address",
         head.dashboard_url,
         "--submission-id",
@@ -147,3 +152,44 @@ def test_bad_config_job_fails_with_one_line_error(head: RayHead, tmp_path: Path)
     assert len(errors) == 1 and errors[0].startswith("delift-ray: error: config: "), logs
     assert "bogus" in errors[0]
     assert "Traceback" not in logs
+
+
+def test_compare_and_eval_jobs_select_train_and_evaluate_on_the_cluster(
+    head: RayHead, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    """`pipelines.compare` selects, fine-tunes with Ray Train and evaluates on Ray Data actors
+    inside a job; `pipelines.eval` then re-evaluates the trained full-pool model in a job of its
+    own and gets the same metrics."""
+    pool = write_word_pool(tmp_path / "pool.jsonl", WORDS[:8])
+    test = write_word_pool(tmp_path / "test.jsonl", WORDS[8:])  # inputs the pool never has
+    out = tmp_path / "cmp"
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        f"data: {{path: {pool}}}\nmodel: {{path: {tiny_model_dir}}}\nbudget: 0.5\n"
+        "train: {epochs: 1, batch_size: 4, max_length: 64, lr: 0.01}\n"
+        f"eval: {{test: {{path: {test}}}, max_new_tokens: 4, batch_size: 4}}\n"
+        f"compare: {{methods: 'random,full'}}\noutput_dir: {out}\n"
+    )
+    run = submit(head, "compare-ok", "python", "-m", "pipelines.compare", "--config", str(config))
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    assert job_status(head, "compare-ok") == "SUCCEEDED"
+    rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    assert set(rows) == {"random", "full"}
+    assert float(rows["full"]["selected"]) == 16 and float(rows["random"]["selected"]) == 8
+    trained = json.loads((out / "full" / "seed0" / "train_manifest.json").read_text())
+    assert trained["rows"] == 16 and trained["losses"]
+    first = json.loads((out / "full" / "seed0" / "eval" / "eval.json").read_text())
+    assert first["rows"] == 6
+
+    again = tmp_path / "eval-again"
+    run = submit(
+        head,
+        "eval-ok",
+        *("python", "-m", "pipelines.eval", "--config", str(config)),
+        *("--set", f"eval.model_path={trained['output_model']}", "--set", f"output_dir={again}"),
+    )
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    assert job_status(head, "eval-ok") == "SUCCEEDED"
+    second = json.loads((again / "eval.json").read_text())
+    assert second["rows"] == 6 and second["metrics"] == first["metrics"]
+    assert pq.read_table(again / "eval_rows.parquet").num_rows == 6
