@@ -71,6 +71,13 @@ def submit(head: RayHead, submission_id: str, *entrypoint: str) -> subprocess.Co
     return run
 
 
+def submit_ok(head: RayHead, submission_id: str, *entrypoint: str) -> None:
+    """`submit`, then check the job exited 0 and Ray recorded it SUCCEEDED."""
+    run = submit(head, submission_id, *entrypoint)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    assert job_status(head, submission_id) == "SUCCEEDED"
+
+
 def job_status(head: RayHead, submission_id: str) -> str:
     """The job's state as `ray job status` reports it, e.g. "SUCCEEDED"."""
     run = head.ray("job", "status", "--address", head.dashboard_url, submission_id)
@@ -120,7 +127,7 @@ def test_select_job_succeeds_and_writes_outputs(
     pool = tmp_path / "pool.jsonl"
     pool.write_bytes(b"".join(DEMO_POOL.read_bytes().splitlines(keepends=True)[:POOL_ROWS]))
     out = tmp_path / "out"
-    run = submit(
+    submit_ok(
         head,
         "select-ok",
         *("python", "-m", "pipelines.select"),
@@ -128,8 +135,6 @@ def test_select_job_succeeds_and_writes_outputs(
         *("--set", f"model.path={tiny_model_dir}", "--set", f"data.path={pool}"),
         *("--set", f"output_dir={out}", "--set", "budget=0.1"),
     )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    assert job_status(head, "select-ok") == "SUCCEEDED"
     manifest = json.loads((out / "manifest.json").read_text())
     usable = manifest["pool_size"]
     assert 0 < usable <= POOL_ROWS
@@ -170,9 +175,7 @@ def test_compare_and_eval_jobs_select_train_and_evaluate_on_the_cluster(
         f"eval: {{test: {{path: {test}}}, max_new_tokens: 4, batch_size: 4}}\n"
         f"compare: {{methods: 'random,full'}}\noutput_dir: {out}\n"
     )
-    run = submit(head, "compare-ok", "python", "-m", "pipelines.compare", "--config", str(config))
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    assert job_status(head, "compare-ok") == "SUCCEEDED"
+    submit_ok(head, "compare-ok", "python", "-m", "pipelines.compare", "--config", str(config))
     rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
     assert set(rows) == {"random", "full"}
     assert float(rows["full"]["selected"]) == 16 and float(rows["random"]["selected"]) == 8
@@ -182,14 +185,12 @@ def test_compare_and_eval_jobs_select_train_and_evaluate_on_the_cluster(
     assert first["rows"] == 6
 
     again = tmp_path / "eval-again"
-    run = submit(
+    submit_ok(
         head,
         "eval-ok",
         *("python", "-m", "pipelines.eval", "--config", str(config)),
         *("--set", f"eval.model_path={trained['output_model']}", "--set", f"output_dir={again}"),
     )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    assert job_status(head, "eval-ok") == "SUCCEEDED"
     second = json.loads((again / "eval.json").read_text())
     assert second["rows"] == 6 and second["metrics"] == first["metrics"]
     assert pq.read_table(again / "eval_rows.parquet").num_rows == 6
