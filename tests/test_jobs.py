@@ -159,19 +159,19 @@ def test_bad_config_job_fails_with_one_line_error(head: RayHead, tmp_path: Path)
     assert "Traceback" not in logs
 
 
-def test_compare_and_eval_jobs_select_train_and_evaluate_on_the_cluster(
+def test_compare_train_and_eval_jobs_run_on_the_cluster(
     head: RayHead, tiny_model_dir: str, tmp_path: Path
 ) -> None:
     """`pipelines.compare` selects, fine-tunes with Ray Train and evaluates on Ray Data actors
-    inside a job; `pipelines.eval` then re-evaluates the trained full-pool model in a job of its
-    own and gets the same metrics."""
+    inside a job; `pipelines.train` and `pipelines.eval`, submitted one after the other on the
+    full arm's subset with its seed, reproduce that arm's model and metrics exactly."""
     pool = write_word_pool(tmp_path / "pool.jsonl", WORDS[:8])
     test = write_word_pool(tmp_path / "test.jsonl", WORDS[8:])  # inputs the pool never has
     out = tmp_path / "cmp"
     config = tmp_path / "compare.yaml"
     config.write_text(
         f"data: {{path: {pool}}}\nmodel: {{path: {tiny_model_dir}}}\nbudget: 0.5\n"
-        "train: {epochs: 1, batch_size: 4, max_length: 64, lr: 0.01}\n"
+        "train: {epochs: 1, batch_size: 4, max_length: 64, lr: 0.01, seed: 0}\n"
         f"eval: {{test: {{path: {test}}}, max_new_tokens: 4, batch_size: 4}}\n"
         f"compare: {{methods: 'random,full'}}\noutput_dir: {out}\n"
     )
@@ -179,18 +179,32 @@ def test_compare_and_eval_jobs_select_train_and_evaluate_on_the_cluster(
     rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
     assert set(rows) == {"random", "full"}
     assert float(rows["full"]["selected"]) == 16 and float(rows["random"]["selected"]) == 8
-    trained = json.loads((out / "full" / "seed0" / "train_manifest.json").read_text())
-    assert trained["rows"] == 16 and trained["losses"]
-    first = json.loads((out / "full" / "seed0" / "eval" / "eval.json").read_text())
-    assert first["rows"] == 6
+    arm = json.loads((out / "full" / "seed0" / "train_manifest.json").read_text())
+    assert arm["rows"] == 16 and arm["losses"]
+    arm_eval = json.loads((out / "full" / "seed0" / "eval" / "eval.json").read_text())
+    assert arm_eval["rows"] == 6
 
-    again = tmp_path / "eval-again"
+    trained = tmp_path / "train-job"
+    submit_ok(
+        head,
+        "train-ok",
+        *("python", "-m", "pipelines.train", "--config", str(config)),
+        *("--set", f"train.subset={out / 'full' / 'select'}", "--set", f"output_dir={trained}"),
+    )
+    manifest = json.loads((trained / "train_manifest.json").read_text())
+    assert manifest["rows"] == 16 and manifest["losses"] == arm["losses"]
+    evaluated = tmp_path / "eval-job"
     submit_ok(
         head,
         "eval-ok",
         *("python", "-m", "pipelines.eval", "--config", str(config)),
-        *("--set", f"eval.model_path={trained['output_model']}", "--set", f"output_dir={again}"),
+        *(
+            "--set",
+            f"eval.model_path={manifest['output_model']}",
+            "--set",
+            f"output_dir={evaluated}",
+        ),
     )
-    second = json.loads((again / "eval.json").read_text())
-    assert second["rows"] == 6 and second["metrics"] == first["metrics"]
-    assert pq.read_table(again / "eval_rows.parquet").num_rows == 6
+    again = json.loads((evaluated / "eval.json").read_text())
+    assert again["rows"] == 6 and again["metrics"] == arm_eval["metrics"]
+    assert pq.read_table(evaluated / "eval_rows.parquet").num_rows == 6
