@@ -16,6 +16,7 @@ set to 0, with `clip` scaling, and with every scored pair set to 1 (the kNN patt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -51,23 +52,22 @@ def pool_kernels(compare: Path, model: str) -> tuple[dict[str, sp.csr_matrix], l
     """({scaling: pool K} for min-max (as the delift sub-runs built it) and clip, pool records
     in K's order)."""
     manifest = json.loads((compare / "delift-b0.3" / "select" / "manifest.json").read_text())
-    kernels, records = {}, []
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(manifest["config"], f)
+        cfg = load_config(f.name, [f"model.path={model}", "scoring.executor=local"])
+    sets = read_sets(cfg)
+    setup = st.setup_scoring(cfg)
+    pool, enc = st.drop_unscorable(setup.prompts, sets["pool"])
+    kernels = {}
     for scaling in ("minmax", "clip"):
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-            yaml.safe_dump(manifest["config"], f)
-            cfg = load_config(
-                f.name,
-                [f"model.path={model}", "scoring.executor=local", f"selection.scaling={scaling}"],
-            )
-        sets = read_sets(cfg)
-        setup = st.setup_scoring(cfg)
-        pool, enc = st.drop_unscorable(setup.prompts, sets["pool"])
-        built = score_delift(cfg, setup, pool, enc, cross_set(cfg, sets), PhaseTimer(), False)
+        scaled = dataclasses.replace(
+            cfg, selection=dataclasses.replace(cfg.selection, scaling=scaling)
+        )
+        built = score_delift(scaled, setup, pool, enc, cross_set(cfg, sets), PhaseTimer(), False)
         if built is None or built.stats.get("pairs_scored", 0):
             raise SystemExit("the store did not hold every pair: run benchmarks/testbed.sh first")
         kernels[scaling] = built.pool.tocsr()
-        records = [e.record for e in pool.examples]
-    return kernels, records
+    return kernels, [e.record for e in pool.examples]
 
 
 def picks_to_reach(gains: np.ndarray, shares: tuple[float, ...]) -> list[int]:
