@@ -14,7 +14,8 @@ dense kernel: (f(knn) - f(random)) / (f(dense) - f(random)).
 Then, offline from the dense utilities (nothing scored): the same measure for other ways of
 choosing k pairs per target (k nearest by sentence or by the model's own embeddings, 2k nearest,
 k/2 nearest + k/2 random, k random, and an oracle that takes each target's k highest-utility
-demonstrations) at each of --sweep-budgets; and how flat the top of each row is.
+demonstrations) at each of --sweep-budgets; how flat the top of each row is; and what each
+target's best demonstration is (same kind? a wrong or off-task row, where the pool says so?).
 """
 
 from __future__ import annotations
@@ -170,6 +171,27 @@ def sweep(u: np.ndarray, ways: dict[str, Pairs], budgets: list[float], randoms: 
     )
 
 
+def best_demonstrations(u: np.ndarray, ids: list[str], pool: Path) -> None:
+    """Print what each target's highest-utility demonstration is, by the pool's labels."""
+    records = {e.id: e.record for e in read_examples(DataConfig(path=str(pool))).examples}
+    rows = [records[x] for x in ids]
+    others = u.copy()
+    np.fill_diagonal(others, -np.inf)
+    best = others.argmax(axis=1)
+    kinds = np.array([str(r.get("kind")) for r in rows])
+    noisy = np.array([bool(r.get("is_wrong") or r.get("is_off_task")) for r in rows])
+    top, count = np.unique(best, return_counts=True)
+    hub = rows[int(top[count.argmax()])]
+    own_kind = np.mean(kinds[best] == kinds)
+    print(
+        f"A target's best demonstration (j != i) is of its own kind for {own_kind:.1%}"
+        f" of targets and a wrong or off-task row for {noisy[best].mean():.1%} (those are "
+        f"{noisy.mean():.1%} of the pool); {len(top)} distinct rows are someone's best, the most "
+        f"frequent for {count.max()} targets: {hub['instruction']!r} / {hub['input']!r} / "
+        f"{hub['output']!r}."
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=2000)
@@ -262,6 +284,7 @@ def main() -> None:
         )
     budgets = [float(b) for b in args.sweep_budgets.split(",")]
     sweep(u, strategies(u, ids, pool, str(model), args.k), budgets, args.randoms)
+    best_demonstrations(u, ids, pool)
     print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
     (out / "knn_vs_dense.json").write_text(json.dumps({"rows": rows, "dense_s": dense_s}, indent=2))
 
