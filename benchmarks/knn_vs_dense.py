@@ -38,7 +38,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import scipy.sparse as sp
 
 from delift_ray.config import DataConfig, EmbedderConfig, load_config
-from delift_ray.data import read_examples
+from delift_ray.data import Example, read_examples
 from delift_ray.demo import ensure_demo_model
 from delift_ray.embeddings import embed_texts, model_embeddings
 from delift_ray.greedy import lazy_greedy
@@ -107,11 +107,17 @@ def dense_utilities(utilities: Path, ids: list[str]) -> np.ndarray:
     return u
 
 
-def strategies(u: np.ndarray, ids: list[str], pool: Path, model: str, k: int) -> dict[str, Pairs]:
+def without_self(u: np.ndarray) -> np.ndarray:
+    """U with each target's own pair set to -inf (so row maxima and rankings skip it)."""
+    others = u.copy()
+    np.fill_diagonal(others, -np.inf)
+    return others
+
+
+def strategies(others: np.ndarray, examples: list[Example], model: str, k: int) -> dict[str, Pairs]:
     """Per target, k demonstrations (plus itself) chosen several ways, as (i, j) pairs in the
-    order of `ids` (u's order)."""
-    text = {e.id: e.x + e.y for e in read_examples(DataConfig(path=str(pool))).examples}
-    texts = [text[x] for x in ids]
+    order of `examples` (the rows of `others`, U without self pairs)."""
+    texts = [e.x + e.y for e in examples]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     lm = AutoModelForCausalLM.from_pretrained(model).eval()
@@ -119,8 +125,6 @@ def strategies(u: np.ndarray, ids: list[str], pool: Path, model: str, k: int) ->
     sentence = embed_texts(texts, EmbedderConfig())
     n = len(texts)
     itself = (np.arange(n), np.arange(n))
-    others = u.copy()
-    np.fill_diagonal(others, -np.inf)
     top = np.argsort(-others, axis=1)[:, :k]
     return {
         f"sentence k={k}": knn_pairs(sentence, sentence, k, True),
@@ -141,8 +145,11 @@ def relative_gain(f: Objective, picks: np.ndarray, best: float, f_random: float)
     return (f.evaluate(picks) - f_random) / (best - f_random)
 
 
-def sweep(u: np.ndarray, ways: dict[str, Pairs], budgets: list[float], randoms: int) -> None:
-    """Print the relative gain of each way of choosing pairs at each budget, both scalings."""
+def sweep(
+    u: np.ndarray, others: np.ndarray, ways: dict[str, Pairs], budgets: list[float], randoms: int
+) -> None:
+    """Print the relative gain of each way of choosing pairs at each budget, both scalings, and
+    how flat the top of each row of `others` (U without self pairs) is."""
     n = len(u)
     print("\nOffline, from the dense utilities (sparse kernel scaled over its own pairs, as the")
     print("pipeline does; judged on the dense kernel of the same scaling):\n")
@@ -161,8 +168,6 @@ def sweep(u: np.ndarray, ways: dict[str, Pairs], budgets: list[float], randoms: 
                 picks = lazy_greedy(facility_location(sparse), b).indices
                 cells.append(f"{relative_gain(f, picks, best, f_rand):.2f}")
             print(f"| dense {scaling} | {budget} | {b} | " + " | ".join(cells) + " |")
-    others = u.copy()
-    np.fill_diagonal(others, -np.inf)
     ranked = np.sort(others, axis=1)[:, ::-1]
     print(
         f"\nPer target, U of its best demonstration {ranked[:, 0].mean():.4f}, 10th "
@@ -171,12 +176,9 @@ def sweep(u: np.ndarray, ways: dict[str, Pairs], budgets: list[float], randoms: 
     )
 
 
-def best_demonstrations(u: np.ndarray, ids: list[str], pool: Path) -> None:
+def best_demonstrations(others: np.ndarray, examples: list[Example]) -> None:
     """Print what each target's highest-utility demonstration is, by the pool's labels."""
-    records = {e.id: e.record for e in read_examples(DataConfig(path=str(pool))).examples}
-    rows = [records[x] for x in ids]
-    others = u.copy()
-    np.fill_diagonal(others, -np.inf)
+    rows = [e.record for e in examples]
     best = others.argmax(axis=1)
     kinds = np.array([str(r.get("kind")) for r in rows])
     noisy = np.array([bool(r.get("is_wrong") or r.get("is_off_task")) for r in rows])
@@ -283,8 +285,11 @@ def main() -> None:
             f"| {r['f_random']:.2f} | {r['relative_gain']:.3f} |"
         )
     budgets = [float(b) for b in args.sweep_budgets.split(",")]
-    sweep(u, strategies(u, ids, pool, str(model), args.k), budgets, args.randoms)
-    best_demonstrations(u, ids, pool)
+    by_id = {e.id: e for e in read_examples(DataConfig(path=str(pool))).examples}
+    examples = [by_id[x] for x in ids]  # u's order
+    others = without_self(u)
+    sweep(u, others, strategies(others, examples, str(model), args.k), budgets, args.randoms)
+    best_demonstrations(others, examples)
     print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
     (out / "knn_vs_dense.json").write_text(json.dumps({"rows": rows, "dense_s": dense_s}, indent=2))
 

@@ -51,7 +51,10 @@ def role(record: dict) -> str:
 def pool_kernels(compare: Path, model: str) -> tuple[dict[str, sp.csr_matrix], list[dict]]:
     """({scaling: pool K} for min-max (as the delift sub-runs built it) and clip, pool records
     in K's order)."""
-    manifest = json.loads((compare / "delift-b0.3" / "select" / "manifest.json").read_text())
+    path = compare / "delift-b0.3" / "select" / "manifest.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run benchmarks/testbed.sh (or pass --compare)")
+    manifest = json.loads(path.read_text())
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         yaml.safe_dump(manifest["config"], f)
         cfg = load_config(f.name, [f"model.path={model}", "scoring.executor=local"])

@@ -243,8 +243,8 @@ def test_a_packed_row_computes_what_each_sequence_computes_alone():
     assert packed.lengths == [[7, 12, 5], [9]]
     single = pretrain.pack_rows(seqs, tails, settings)
     with torch.no_grad():
-        out = model(**pretrain.step_tensors(packed, tok.pad_token_id))
         inputs = pretrain.step_tensors(packed, tok.pad_token_id)
+        out = model(**inputs)
         alone = [
             model(input_ids=torch.as_tensor(s, dtype=torch.long)[None]).logits[0] for s in seqs
         ]
