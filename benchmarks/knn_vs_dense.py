@@ -13,9 +13,11 @@ dense kernel: (f(knn) - f(random)) / (f(dense) - f(random)).
 
 Then, offline from the dense utilities (nothing scored): the same measure for other ways of
 choosing k pairs per target (k nearest by sentence or by the model's own embeddings, 2k nearest,
-k/2 nearest + k/2 random, k random, and an oracle that takes each target's k highest-utility
-demonstrations) at each of --sweep-budgets; how flat the top of each row is; and what each
-target's best demonstration is (same kind? a wrong or off-task row, where the pool says so?).
+k/2 nearest + k/2 random, k random, and three oracles that know U: each target's k highest-utility
+demonstrations, its 2 highest, and its k highest under the best rank-50 approximation of U) at
+each of --sweep-budgets, and for each way the share of targets whose best demonstration it
+scores; how flat the top of each row is; and what each target's best demonstration is (same
+kind? a wrong or off-task row, where the pool says so?).
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ def strategies(others: np.ndarray, examples: list[Example], model: str, k: int) 
     sentence = embed_texts(texts, EmbedderConfig())
     n = len(texts)
     itself = (np.arange(n), np.arange(n))
-    top = np.argsort(-others, axis=1)[:, :k]
+    ranked = np.argsort(-others, axis=1)
+    guess = without_self(low_rank(others, RANK))
     return {
         f"sentence k={k}": knn_pairs(sentence, sentence, k, True),
         f"sentence k={2 * k}": knn_pairs(sentence, sentence, 2 * k, True),
@@ -134,10 +137,31 @@ def strategies(others: np.ndarray, examples: list[Example], model: str, k: int) 
             knn_pairs(sentence, sentence, k // 2, True), random_pairs(n, n, k - k // 2, 0)
         ),
         f"random {k}": union_pairs(random_pairs(n, n, k, 0), itself),
-        f"oracle: top {k} by utility": union_pairs(
-            (np.repeat(np.arange(n), k), top.ravel()), itself
-        ),
+        f"oracle: top {k} by utility": row_top(ranked, k),
+        "oracle: top 2 by utility": row_top(ranked, 2),
+        f"oracle: top {k} of U's rank-{RANK} fit": row_top(np.argsort(-guess, axis=1), k),
     }
+
+
+RANK = 50  # of the oracle low-rank fit of U (how close it comes is printed)
+
+
+def row_top(ranked: np.ndarray, k: int) -> Pairs:
+    """Each row's first k columns of `ranked` (columns by row, best first), plus itself."""
+    n = len(ranked)
+    itself = (np.arange(n), np.arange(n))
+    return union_pairs((np.repeat(np.arange(n), k), ranked[:, :k].ravel()), itself)
+
+
+def low_rank(others: np.ndarray, rank: int) -> np.ndarray:
+    """The best rank-`rank` approximation of U (self pairs at U's row mean), by SVD."""
+    u = np.where(np.isfinite(others), others, 0.0)
+    np.fill_diagonal(u, u.sum(axis=1) / (len(u) - 1))
+    left, s, right = np.linalg.svd(u, full_matrices=False)
+    approx = (left[:, :rank] * s[:rank]) @ right[:rank]
+    r = np.corrcoef(approx.ravel(), u.ravel())[0, 1]
+    print(f"The oracle rank-{rank} fit of U correlates {r:.4f} with U (self pairs aside).")
+    return approx
 
 
 def relative_gain(f: Objective, picks: np.ndarray, best: float, f_random: float) -> float:
@@ -168,6 +192,9 @@ def sweep(
                 picks = lazy_greedy(facility_location(sparse), b).indices
                 cells.append(f"{relative_gain(f, picks, best, f_rand):.2f}")
             print(f"| dense {scaling} | {budget} | {b} | " + " | ".join(cells) + " |")
+    best = others.argmax(axis=1)
+    found = [best_scored(i, j, best) for i, j in ways.values()]
+    print("| targets whose best demonstration is scored | | | " + " | ".join(found) + " |")
     ranked = np.sort(others, axis=1)[:, ::-1]
     print(
         f"\nPer target, U of its best demonstration {ranked[:, 0].mean():.4f}, 10th "
@@ -176,22 +203,32 @@ def sweep(
     )
 
 
+def best_scored(i: np.ndarray, j: np.ndarray, best: np.ndarray) -> str:
+    """Share of targets t whose highest-utility demonstration best[t] is among the pairs (i, j)."""
+    return f"{np.isin(np.arange(len(best)) * len(best) + best, i * len(best) + j).mean():.1%}"
+
+
 def best_demonstrations(others: np.ndarray, examples: list[Example]) -> None:
-    """Print what each target's highest-utility demonstration is, by the pool's labels."""
+    """Print what each target's highest-utility demonstration is (by kind, where the pool's rows
+    carry the testbed's `kind` / `is_wrong` / `is_off_task` labels)."""
     rows = [e.record for e in examples]
     best = others.argmax(axis=1)
-    kinds = np.array([str(r.get("kind")) for r in rows])
-    noisy = np.array([bool(r.get("is_wrong") or r.get("is_off_task")) for r in rows])
     top, count = np.unique(best, return_counts=True)
-    hub = rows[int(top[count.argmax()])]
-    own_kind = np.mean(kinds[best] == kinds)
+    hub = examples[int(top[count.argmax()])]
     print(
-        f"A target's best demonstration (j != i) is of its own kind for {own_kind:.1%}"
-        f" of targets and a wrong or off-task row for {noisy[best].mean():.1%} (those are "
-        f"{noisy.mean():.1%} of the pool); {len(top)} distinct rows are someone's best, the most "
-        f"frequent for {count.max()} targets: {hub['instruction']!r} / {hub['input']!r} / "
-        f"{hub['output']!r}."
+        f"{len(top)} distinct rows are some target's best demonstration (j != i), the most "
+        f"frequent for {count.max()} targets: {hub.x!r} / {hub.y!r}."
     )
+    if all("kind" in r for r in rows):
+        kinds = np.array([str(r["kind"]) for r in rows])
+        own = np.mean(kinds[best] == kinds)
+        print(f"A target's best demonstration is of its own kind for {own:.1%} of targets.")
+    if all("is_wrong" in r and "is_off_task" in r for r in rows):
+        noisy = np.array([bool(r["is_wrong"] or r["is_off_task"]) for r in rows])
+        print(
+            f"It is a wrong or off-task row for {noisy[best].mean():.1%} of targets (those are "
+            f"{noisy.mean():.1%} of the pool)."
+        )
 
 
 def main() -> None:
