@@ -7,10 +7,41 @@ from typing import Any
 
 import numpy as np
 
+from delift_ray.errors import DeliftError
 from delift_ray.pairs import block_neighbours, check_k, neighbour_pairs, row_blocks
 from delift_ray.scoring import Block, BlockScorer, ScoreJob, TextSet
 
 Report = Callable[[dict[str, Any]], None]
+SUMMARY = ("block", "kind", "rows", "tokens", "seconds", "error")
+
+
+class ActorBlockScorer:
+    """A BlockScorer as a Ray Data callable class. A DeliftError (a model that does not load on
+    this node, a store it cannot write) comes back as the block's `error` instead of a remote
+    traceback, so the driver can stop with that one line."""
+
+    def __init__(self, job: ScoreJob, sets: Any) -> None:
+        self.worker: BlockScorer | None = None
+        self.error = ""
+        try:
+            self.worker = BlockScorer(job, sets)
+        except DeliftError as e:
+            self.error = str(e)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score every block row of a numpy batch; one summary row per block."""
+        rows = [{k: batch[k][n] for k in batch} for n in range(len(batch["kind"]))]
+        out = [self._score(Block.from_row(r)) for r in rows]
+        return {k: np.array([o[k] for o in out]) for k in SUMMARY}
+
+    def _score(self, block: Block) -> dict[str, Any]:
+        failed = {"block": "", "kind": block.kind, "rows": 0, "tokens": 0, "seconds": 0.0}
+        if self.worker is None:
+            return {**failed, "error": self.error}
+        try:
+            return {**self.worker.score(block), "error": ""}
+        except DeliftError as e:
+            return {**failed, "error": str(e)}
 
 
 def score_blocks(
@@ -42,7 +73,7 @@ def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], 
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     cfg = job.scoring
     ds = ds.map_batches(
-        BlockScorer,
+        ActorBlockScorer,
         fn_constructor_kwargs={"job": job, "sets": sets_ref},
         batch_size=1,
         batch_format="numpy",
@@ -51,7 +82,11 @@ def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], 
         num_gpus=cfg.gpus_per_actor or None,
     )
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
-        on_block({k: v[0].item() if hasattr(v[0], "item") else v[0] for k, v in batch.items()})
+        summary = {k: v[0].item() if hasattr(v[0], "item") else v[0] for k, v in batch.items()}
+        error = summary.pop("error")
+        if error:
+            raise DeliftError(f"{error} (in a scoring actor)")
+        on_block(summary)
 
 
 def knn_pairs_on_ray(

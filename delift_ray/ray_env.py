@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from delift_ray.errors import DeliftError
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -33,6 +36,7 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
         yield "cluster"
         return
     if os.environ.get("RAY_ADDRESS"):
+        check_reachable(os.environ["RAY_ADDRESS"])
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         try:
             yield "cluster"
@@ -52,3 +56,18 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
         yield "local"
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """DeliftError unless something accepts a TCP connection at a host:port RAY_ADDRESS (Ray
+    itself retries an unreachable address for minutes). "auto" and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise DeliftError(
+            f"ray: nothing answers at RAY_ADDRESS={address} ({e}); start the head there "
+            "(`ray start --head`) or unset RAY_ADDRESS to run on an embedded local Ray"
+        ) from None

@@ -251,6 +251,9 @@ def execute(
         return on_block
 
     plain_blocks = plan_plain(p.todo_plain, job.scoring.targets_per_plain_block)
+    for kind, todo in (("plain", len(p.todo_plain)), ("pairs", p.pairs_to_score)):
+        if todo:
+            BlockStore(job.store_uri, job.store_key, kind).check_writable()
     with Progress("scoring d0", len(p.todo_plain), unit="targets") as bar:
         score_blocks(job, sets, plain_blocks, count("plain", bar), local_scorer)
     new_d0 = BlockStore(job.store_uri, job.store_key, "plain").read(written["plain"])

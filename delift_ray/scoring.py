@@ -136,7 +136,7 @@ def _first_per_pair(t: pa.Table) -> pa.Table:
 
 
 class BlockScorer:
-    """Scores blocks and writes each to the store; usable as a Ray Data callable class."""
+    """Scores blocks and writes each to the store (in-process, or inside a Ray actor)."""
 
     def __init__(self, job: ScoreJob, sets: dict[str, TextSet] | Any, scorer: Any = None) -> None:
         if not isinstance(sets, dict):  # an ObjectRef when run as a Ray actor
@@ -175,12 +175,6 @@ class BlockScorer:
             "tokens": int(tokens),
             "seconds": time.perf_counter() - start,
         }
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Ray Data entry: score every block row of a numpy batch."""
-        rows = [{k: batch[k][n] for k in batch} for n in range(len(batch["kind"]))]
-        out = [self.score(Block.from_row(r)) for r in rows]
-        return {k: np.array([o[k] for o in out]) for k in out[0]} if out else {}
 
 
 def build_scorer(job: ScoreJob) -> Any:

@@ -91,6 +91,20 @@ class BlockStore:
         self.dir = f"{root.rstrip('/')}/{key}/{kind}"
         self._created = False
 
+    def check_writable(self) -> None:
+        """DeliftError now, before any scoring, unless a file can be written and moved here."""
+        probe = f"{self.dir}/.probe-{uuid.uuid4().hex[:8]}"
+        try:
+            self._create_dir()
+            with self.fs.open_output_stream(f"{probe}.tmp") as out:
+                out.write(b"")
+            self.fs.move(f"{probe}.tmp", probe)
+        except OSError as e:
+            raise DeliftError(f"store: cannot write to {self.dir}: {e}") from None
+        finally:
+            _remove_quietly(self.fs, f"{probe}.tmp")
+            _remove_quietly(self.fs, probe)
+
     def write(self, table: pa.Table) -> str:
         """Write one block atomically (temp name, then move); returns its file name."""
         if table.schema != BLOCK_SCHEMA:
@@ -102,9 +116,7 @@ class BlockStore:
         final = f"{self.dir}/{name}"
         tmp = f"{self.dir}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            if not self._created:
-                self.fs.create_dir(self.dir, recursive=True)
-                self._created = True
+            self._create_dir()
             with self.fs.open_output_stream(tmp) as out:
                 pq.write_table(table, out)
             self.fs.move(tmp, final)
@@ -112,6 +124,11 @@ class BlockStore:
             _remove_quietly(self.fs, tmp)
             raise DeliftError(f"store: cannot write block {final}: {e}") from None
         return name
+
+    def _create_dir(self) -> None:
+        if not self._created:
+            self.fs.create_dir(self.dir, recursive=True)
+            self._created = True
 
     def scan(self) -> StoreScan:
         """Read every valid block; remove (and report) truncated or corrupt ones."""

@@ -367,3 +367,10 @@ def test_truncated_safetensors_is_one_line(tiny_model_dir: str, tmp_path: Path) 
     for f in model.glob("*.safetensors"):
         f.write_bytes(f.read_bytes()[:100])
     assert error_line(delift(tmp_path, model)).startswith("model: cannot load")
+
+
+def test_unwritable_store_is_one_line_before_scoring(tiny_model_dir: str, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the store's directory should be")
+    proc = delift(tmp_path, tiny_model_dir, f"store.uri={tmp_path / 'file' / 'store'}")
+    assert error_line(proc).startswith(f"store: cannot write to {tmp_path / 'file' / 'store'}/")
+    assert "scoring pairs" not in proc.stderr  # stopped before any scoring started

@@ -7,10 +7,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from delift_ray.config import load_config
-from delift_ray.distributed import knn_pairs_on_ray
+from delift_ray.config import ModelConfig, ScoringConfig, TemplatesConfig, load_config
+from delift_ray.distributed import knn_pairs_on_ray, score_blocks
+from delift_ray.errors import DeliftError
 from delift_ray.pairs import knn_pairs
 from delift_ray.pipeline import run_select
+from delift_ray.scoring import POOL, ScoreJob, TextSet, plan_plain
 
 
 @pytest.fixture
@@ -90,3 +92,30 @@ def test_knn_search_on_ray_data_equals_local_search(ray_local):
         on_ray = knn_pairs_on_ray(targets, demos, 5, same_set=same, block_rows=64)
         np.testing.assert_array_equal(local[0], on_ray[0])
         np.testing.assert_array_equal(local[1], on_ray[1])
+
+
+@pytest.mark.parametrize(
+    ("model", "store", "message"),
+    [
+        ("no-model", "store", "model: model.path does not exist: "),  # the actor's constructor
+        (None, "file/store", "store: cannot write block "),  # the actor's first write
+    ],
+    ids=["model-missing-on-the-node", "store-unwritable-from-the-node"],
+)
+def test_an_actors_error_reaches_the_driver_as_one_line(
+    tmp_path, tiny_model_dir, ray_local, model, store, message
+):
+    (tmp_path / "file").write_text("a file where a directory should be")
+    job = ScoreJob(
+        ModelConfig(path=str(tmp_path / model) if model else tiny_model_dir),
+        TemplatesConfig(),
+        ScoringConfig(executor="ray"),
+        64,
+        str(tmp_path / store),
+        "key",
+    )
+    sets = {POOL: TextSet(["a", "b"], ["Say a.", "Say b."], [" a", " b"])}
+    scored = []
+    with pytest.raises(DeliftError, match=f"^{message}.*\\(in a scoring actor\\)$"):
+        score_blocks(job, sets, plan_plain(np.arange(2), 1), scored.append)
+    assert scored == []

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from delift_ray.config import ModelConfig, load_config
+from delift_ray.errors import DeliftError
 from delift_ray.model import load_model
 from delift_ray.ray_env import LOCAL_ONLY_ENV, OFFLINE_ENV, ray_session
 
@@ -150,14 +153,31 @@ def test_joining_a_cluster_keeps_its_auth(monkeypatch: pytest.MonkeyPatch) -> No
 
     for key in [*OFFLINE_ENV, *LOCAL_ONLY_ENV]:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+    head = socket.create_server(("127.0.0.1", 0))  # something listening where the head is
+    address = f"ray://127.0.0.1:{head.getsockname()[1]}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
     monkeypatch.setattr(ray, "shutdown", lambda: None)
 
-    with ray_session() as kind:
+    with head, ray_session() as kind:
         assert kind == "cluster"
 
-    assert calls[0]["address"] == "ray://head.example:10001"
+    assert calls[0]["address"] == address
     assert "RAY_AUTH_MODE" not in os.environ
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh driver process
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    start = time.perf_counter()
+    message = f"ray: nothing answers at RAY_ADDRESS=127.0.0.1:{port}"
+    with pytest.raises(DeliftError, match=message), ray_session():
+        pass
+    assert time.perf_counter() - start < 10  # Ray itself retries for minutes

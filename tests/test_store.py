@@ -76,3 +76,13 @@ def test_read_named_blocks_checks_each(tmp_path):
     (tmp_path / "k" / "pairs" / names[1]).write_bytes(b"not parquet")
     with pytest.raises(DeliftError, match="is missing or corrupt; run again"):
         store.read(names)
+
+
+def test_check_writable_leaves_nothing_and_fails_early(tmp_path):
+    store = BlockStore(str(tmp_path / "s"), "k")
+    store.check_writable()
+    assert list((tmp_path / "s" / "k" / "pairs").iterdir()) == []
+    (tmp_path / "file").write_text("a file, not a directory")
+    blocked = BlockStore(str(tmp_path / "file" / "s"), "k")
+    with pytest.raises(DeliftError, match=r"store: cannot write to .*file/s/k/pairs: "):
+        blocked.check_writable()
