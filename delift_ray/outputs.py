@@ -88,15 +88,19 @@ def write_rejects(cfg: Config, sets: dict[str, ExampleSet]) -> Path:
 
 def prepare_output_dir(cfg: Config) -> Path:
     """Create output_dir and check it is writable, before any work is done."""
-    out = Path(cfg.output_dir)
+    return writable_dir(Path(cfg.output_dir), "output")
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Create `path` and write a file there; one-line DeliftError (`what: ...`) if either fails."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / ".write-check") as tmp:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / ".write-check") as tmp:
             tmp.write_bytes(b"")
-        (out / ".write-check").unlink()
+        (path / ".write-check").unlink()
     except OSError as e:
-        raise DeliftError(f"output: cannot write to {out}: {e.strerror or e}") from None
-    return out
+        raise DeliftError(f"{what}: cannot write to {path}: {e.strerror or e}") from None
+    return path
 
 
 def selection_table(ids: list[str], selection: Selection) -> pa.Table:

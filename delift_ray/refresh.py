@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from delift_ray.config import Config, resolve_budget, store_uri
 from delift_ray.data import ExampleSet, read_examples
 from delift_ray.errors import DeliftError
-from delift_ray.outputs import RunOutputs, write_parquet
+from delift_ray.outputs import RunOutputs, writable_dir, write_parquet
 from delift_ray.pipeline import run_select
 
 LATEST = "latest"
@@ -67,8 +67,7 @@ def previous_ids(previous: Path | None) -> set[str]:
 
 def run_refresh(cfg: Config) -> RunOutputs:
     """One refresh: a new versioned run over the grown pool, then `latest` moves to it."""
-    root = Path(cfg.refresh.root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = writable_dir(Path(cfg.refresh.root), "refresh")
     previous = latest_run(root)
     run_dir = next_run_dir(root, previous)
     shared_store = cfg.store.uri or str(root / "store")

@@ -41,9 +41,11 @@ def write_pool(path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
-def select(*overrides: str, config: Path = CONFIG) -> subprocess.CompletedProcess[str]:
-    """`delift-ray select --config ... --set ...` in a subprocess, from the repository root."""
-    args = [sys.executable, "-m", "delift_ray.cli", "select", "--config", str(config)]
+def select(
+    *overrides: str, config: Path = CONFIG, command: str = "select"
+) -> subprocess.CompletedProcess[str]:
+    """`delift-ray <command> --config ... --set ...` in a subprocess, from the repository root."""
+    args = [sys.executable, "-m", "delift_ray.cli", command, "--config", str(config)]
     for item in overrides:
         args += ["--set", item]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -374,3 +376,16 @@ def test_unwritable_store_is_one_line_before_scoring(tiny_model_dir: str, tmp_pa
     proc = delift(tmp_path, tiny_model_dir, f"store.uri={tmp_path / 'file' / 'store'}")
     assert error_line(proc).startswith(f"store: cannot write to {tmp_path / 'file' / 'store'}/")
     assert "scoring pairs" not in proc.stderr  # stopped before any scoring started
+
+
+@pytest.mark.parametrize("command", ["select", "train", "eval", "compare", "refresh"])
+def test_an_output_path_under_a_file_is_one_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "file").write_text("a file where a directory should be")
+    pool = write_pool(tmp_path / "pool.jsonl", [good(i) for i in range(3)])
+    test = write_pool(tmp_path / "test.jsonl", [good(i) for i in range(3, 5)])
+    where = tmp_path / "file" / "out"
+    key = "refresh.root" if command == "refresh" else "output_dir"
+    data = [f"data.path={pool}", f"eval.test.path={test}", "method=random"]
+    proc = select(*data, f"{key}={where}", command=command)
+    what = "refresh" if command == "refresh" else "output"
+    assert error_line(proc) == f"{what}: cannot write to {where}: Not a directory"
