@@ -9,6 +9,7 @@ import numpy as np
 
 from delift_ray.errors import DeliftError
 from delift_ray.pairs import block_neighbours, check_k, neighbour_pairs, row_blocks
+from delift_ray.resources import check_fits
 from delift_ray.scoring import Block, BlockScorer, ScoreJob, TextSet
 
 Report = Callable[[dict[str, Any]], None]
@@ -65,13 +66,15 @@ def score_blocks(
 def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], on_block: Report):
     import ray
 
+    cfg = job.scoring
+    hint = "lower scoring.cpus_per_actor / scoring.gpus_per_actor"
+    check_fits("a scoring actor", cfg.cpus_per_actor, cfg.gpus_per_actor, 1, hint)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # one bar of our own, counted in pairs
     ctx.verbose_stats_logs = False
     sets_ref = ray.put(sets)
     rows = [b.to_row() for b in blocks]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    cfg = job.scoring
     ds = ds.map_batches(
         ActorBlockScorer,
         fn_constructor_kwargs={"job": job, "sets": sets_ref},

@@ -29,6 +29,7 @@ from delift_ray.errors import DeliftError
 from delift_ray.model import fingerprint, load_model, load_tokenizer, max_length, model_config
 from delift_ray.outputs import prepare_output_dir, versions, write_json, write_parquet
 from delift_ray.ray_env import ray_session
+from delift_ray.resources import check_fits
 from delift_ray.train import (
     Layout,
     collate,
@@ -249,6 +250,8 @@ def _generate_on_ray(cfg: Config, model: ModelConfig, rows: list[dict[str, str]]
     import ray
 
     e = cfg.eval
+    hint = "lower eval.cpus_per_actor / eval.gpus_per_actor"
+    check_fits("an evaluation actor", e.cpus_per_actor, e.gpus_per_actor, 1, hint)
     ray.data.DataContext.get_current().enable_progress_bars = False
     blocks = max(e.actors, math.ceil(len(rows) / e.batch_size))
     ds = ray.data.from_items(rows, override_num_blocks=min(blocks, len(rows))).map_batches(

@@ -45,6 +45,7 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
         return
     for key, value in LOCAL_ONLY_ENV.items():
         os.environ.setdefault(key, value)
+    global _embedded
     ray.init(
         num_cpus=max(min_logical_cpus, os.cpu_count() or 1),
         include_dashboard=False,
@@ -52,10 +53,20 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
         log_to_driver=False,
         runtime_env={"env_vars": {k: os.environ[k] for k in OFFLINE_ENV}},
     )
+    _embedded = True
     try:
         yield "local"
     finally:
+        _embedded = False
         ray.shutdown()
+
+
+_embedded = False  # whether the running Ray is the embedded local one ray_session started
+
+
+def embedded() -> bool:
+    """True while the Ray in use is the embedded local one (it never gains nodes)."""
+    return _embedded
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

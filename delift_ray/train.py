@@ -40,6 +40,7 @@ from delift_ray.model import (
 )
 from delift_ray.outputs import prepare_output_dir, versions, write_json
 from delift_ray.ray_env import ray_session
+from delift_ray.resources import check_fits
 from delift_ray.templates import wants_bos
 
 IGNORE = -100
@@ -426,6 +427,9 @@ def _fit(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    t = cfg.train
+    hint = "lower train.workers" + (", or set train.use_gpu: false" if t.use_gpu else "")
+    check_fits(f"training on {t.workers} workers", 1, float(t.use_gpu), t.workers, hint)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={

@@ -389,3 +389,43 @@ def test_an_output_path_under_a_file_is_one_line(tmp_path: Path, command: str) -
     proc = select(*data, f"{key}={where}", command=command)
     what = "refresh" if command == "refresh" else "output"
     assert error_line(proc) == f"{what}: cannot write to {where}: Not a directory"
+
+
+# ---------------------------------------------------------------------------------------------
+# resources: a request the embedded local Ray can never grant (Ray itself would wait forever)
+
+NO_SUCH_NODE = "more than this Ray cluster has (nodes: "
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "message"),
+    [
+        ("select", ["scoring.gpus_per_actor=1"], "a scoring actor needs 0.5 CPUs and 1 GPUs, "),
+        ("select", ["scoring.cpus_per_actor=4096"], "a scoring actor needs 4096 CPUs and 0 GPUs"),
+        ("eval", ["eval.gpus_per_actor=1"], "an evaluation actor needs 0.5 CPUs and 1 GPUs, "),
+        ("train", ["train.workers=4096"], "training on 4096 workers needs 1 CPUs and 0 GPUs each"),
+        ("train", ["train.use_gpu=true"], "training on 1 workers needs 1 CPUs and 1 GPUs, "),
+    ],
+    ids=["scoring-gpu", "scoring-cpus", "eval-gpu", "train-workers", "train-gpu"],
+)
+def test_a_request_no_node_can_grant_is_one_line(
+    tiny_model_dir: str, tmp_path: Path, command: str, overrides: list[str], message: str
+) -> None:
+    pool = write_pool(tmp_path / "pool.jsonl", [good(i) for i in range(4)])
+    test = write_pool(tmp_path / "test.jsonl", [good(i) for i in range(4, 6)])
+    proc = select(
+        f"data.path={pool}",
+        f"eval.test.path={test}",
+        "method=delift",
+        f"model.path={tiny_model_dir}",
+        f"eval.model_path={tiny_model_dir}",
+        "scoring.executor=ray",
+        "eval.executor=ray",
+        "train.workers=1",
+        "budget=2",
+        f"output_dir={tmp_path / 'out'}",
+        *overrides,
+        command=command,
+    )
+    line = error_line(proc)
+    assert line.startswith(message) and NO_SUCH_NODE in line, line
