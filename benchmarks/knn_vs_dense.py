@@ -195,11 +195,11 @@ def sweep(
     best = others.argmax(axis=1)
     found = [best_scored(i, j, best) for i, j in ways.values()]
     print("| targets whose best demonstration is scored | | | " + " | ".join(found) + " |")
-    ranked = np.sort(others, axis=1)[:, ::-1]
+    ranked = np.sort(others, axis=1)[:, ::-1]  # best first; the self pair (-inf) last
+    tops = ", ".join(f"#{r} {ranked[:, r - 1].mean():.4f}" for r in (1, 2, 3, 4, 10, 33) if r < n)
     print(
-        f"\nPer target, U of its best demonstration {ranked[:, 0].mean():.4f}, 10th "
-        f"{ranked[:, 9].mean():.4f}, 33rd {ranked[:, 32].mean():.4f}, median "
-        f"{np.median(ranked[:, :-1], axis=1).mean():.4f} (means over targets)."
+        f"\nMean over targets of the U of a target's r-th best demonstration: {tops}; of its "
+        f"median one {np.median(ranked[:, :-1], axis=1).mean():.4f}."
     )
 
 
