@@ -160,7 +160,7 @@ def low_rank(others: np.ndarray, rank: int) -> np.ndarray:
     left, s, right = np.linalg.svd(u, full_matrices=False)
     approx = (left[:, :rank] * s[:rank]) @ right[:rank]
     r = np.corrcoef(approx.ravel(), u.ravel())[0, 1]
-    print(f"The oracle rank-{rank} fit of U correlates {r:.4f} with U (self pairs aside).")
+    print(f"The oracle rank-{rank} fit of U correlates {r:.4f} with U (self pairs at row means).")
     return approx
 
 

@@ -13,7 +13,6 @@ from delift_ray.resources import check_fits
 from delift_ray.scoring import Block, BlockScorer, ScoreJob, TextSet
 
 Report = Callable[[dict[str, Any]], None]
-SUMMARY = ("block", "kind", "rows", "tokens", "seconds", "error")
 
 
 class ActorBlockScorer:
@@ -33,9 +32,10 @@ class ActorBlockScorer:
         """Score every block row of a numpy batch; one summary row per block."""
         rows = [{k: batch[k][n] for k in batch} for n in range(len(batch["kind"]))]
         out = [self._score(Block.from_row(r)) for r in rows]
-        return {k: np.array([o[k] for o in out]) for k in SUMMARY}
+        return {k: np.array([o[k] for o in out]) for k in out[0]}
 
     def _score(self, block: Block) -> dict[str, Any]:
+        # the keys of BlockScorer.score's summary, so that good and failed rows stack
         failed = {"block": "", "kind": block.kind, "rows": 0, "tokens": 0, "seconds": 0.0}
         if self.worker is None:
             return {**failed, "error": self.error}
