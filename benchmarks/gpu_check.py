@@ -29,9 +29,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
-from delift_ray.templates import EncodedSet
-from delift_ray.tiny import build_tokenizer
-from delift_ray.utility import UtilityScorer
+from delift_ray.models.tiny import build_tokenizer
+from delift_ray.scoring.templates import EncodedSet
+from delift_ray.scoring.utility_model import UtilityScorer
 
 # dense bf16 tensor-core peak in TFLOP/s; the first name contained in the device's name wins
 PEAK_BF16_TFLOPS = (

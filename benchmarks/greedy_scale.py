@@ -23,11 +23,11 @@ import numpy as np
 import ray
 import scipy.sparse as sp
 
-from delift_ray.greedy import Selection, lazy_greedy, stochastic_greedy
-from delift_ray.kernel import utility_kernel
-from delift_ray.objectives import facility_location
-from delift_ray.randgreedi import auto_parts, randgreedi
-from delift_ray.ray_env import ray_session
+from delift_ray.distributed.session import ray_session
+from delift_ray.selection.greedy import Selection, lazy_greedy, stochastic_greedy
+from delift_ray.selection.kernels import utility_kernel
+from delift_ray.selection.objectives import facility_location
+from delift_ray.selection.randgreedi import auto_parts, randgreedi
 
 
 def pipeline_kernel(n: int, per_column: int, seed: int) -> sp.csr_matrix:

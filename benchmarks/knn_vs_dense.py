@@ -40,14 +40,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import scipy.sparse as sp
 
 from delift_ray.config import DataConfig, EmbedderConfig, load_config
-from delift_ray.data import Example, read_examples
-from delift_ray.demo import ensure_demo_model
-from delift_ray.embeddings import embed_texts, model_embeddings
-from delift_ray.greedy import lazy_greedy
-from delift_ray.kernel import scale_utilities
-from delift_ray.objectives import Objective, facility_location
-from delift_ray.pairs import knn_pairs, random_pairs, union_pairs
-from delift_ray.pipeline import run_select
+from delift_ray.data.examples import Example, read_examples
+from delift_ray.models.demo_model import ensure_demo_model
+from delift_ray.models.embed import embed_texts, model_embeddings
+from delift_ray.scoring.pairs import knn_pairs, random_pairs, union_pairs
+from delift_ray.selection.greedy import lazy_greedy
+from delift_ray.selection.kernels import scale_utilities
+from delift_ray.selection.objectives import Objective, facility_location
+from delift_ray.workflows.select import run_select
 
 KINDS = {  # kind: (weight, instruction, make(rng) -> (input, output))
     "add": (6, "Add the two numbers.", lambda r: _add(r)),

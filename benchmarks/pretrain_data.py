@@ -20,9 +20,9 @@ from dataclasses import replace
 import torch
 
 from delift_ray.config import TemplatesConfig
-from delift_ray.templates import Prompts
+from delift_ray.models.tiny import build_model, build_tokenizer
+from delift_ray.scoring.templates import Prompts
 from delift_ray.testbed import pretrain
-from delift_ray.tiny import build_model, build_tokenizer
 
 
 def prompts_for(settings: pretrain.Settings) -> Prompts:

@@ -36,10 +36,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from delift_ray.config import DataConfig, ScoringConfig, TemplatesConfig
-from delift_ray.data import read_examples
-from delift_ray.templates import EncodedSet
-from delift_ray.tiny import build_model, build_tokenizer
-from delift_ray.utility import UtilityScorer
+from delift_ray.data.examples import read_examples
+from delift_ray.models.tiny import build_model, build_tokenizer
+from delift_ray.scoring.templates import EncodedSet
+from delift_ray.scoring.utility_model import UtilityScorer
 
 SECTION = "## Scoring throughput (issue 3)"
 MODES = {

@@ -29,12 +29,12 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from delift_ray import score_stage as st
 from delift_ray.config import load_config
-from delift_ray.greedy import lazy_greedy
-from delift_ray.methods import cross_set
-from delift_ray.objectives import facility_location
-from delift_ray.pipeline import PhaseTimer, read_sets, score_delift
+from delift_ray.scoring import stage as st
+from delift_ray.selection.greedy import lazy_greedy
+from delift_ray.selection.methods import cross_set
+from delift_ray.selection.objectives import facility_location
+from delift_ray.workflows.select import PhaseTimer, read_sets, score_delift
 
 ROLES = ("clean", "near-dup", "wrong, detectable", "wrong, plausible", "off-task")
 

@@ -77,8 +77,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _select(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
-    from delift_ray.pipeline import run_select
-    from delift_ray.report import summary_lines
+    from delift_ray.workflows.report import summary_lines
+    from delift_ray.workflows.select import run_select
 
     cfg = load_config(args.config, args.overrides)
     result = run_select(cfg, dry_run=args.dry_run)
@@ -89,8 +89,8 @@ def _select(args: argparse.Namespace) -> int:
 
 def _refresh(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
-    from delift_ray.refresh import run_refresh
-    from delift_ray.report import summary_lines
+    from delift_ray.workflows.refresh import run_refresh
+    from delift_ray.workflows.report import summary_lines
 
     result = run_refresh(load_config(args.config, args.overrides))
     print("\n".join(summary_lines(result)))
@@ -99,7 +99,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
-    from delift_ray.train import run_train
+    from delift_ray.finetune.train import run_train
 
     cfg = load_config(args.config, args.overrides)
     m = run_train(cfg).manifest
@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
-    from delift_ray.evaluate import run_eval
+    from delift_ray.finetune.evaluate import run_eval
 
     cfg = load_config(args.config, args.overrides)
     result = run_eval(cfg)
@@ -130,8 +130,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from delift_ray.compare import run_compare, summary_lines
     from delift_ray.config import load_config
+    from delift_ray.workflows.compare import run_compare, summary_lines
 
     result = run_compare(load_config(args.config, args.overrides))
     print("\n".join(summary_lines(result)))
@@ -139,7 +139,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _demo_model(args: argparse.Namespace) -> int:
-    from delift_ray.demo import ensure_demo_model
+    from delift_ray.models.demo_model import ensure_demo_model
 
     path = ensure_demo_model(args.out, args.data)
     print(f"demo model ready: {path}")

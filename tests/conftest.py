@@ -47,7 +47,7 @@ def word_pool(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """Path of a tiny Llama + byte-level BPE tokenizer saved like a user's model directory."""
-    from delift_ray.tiny import save_tiny_model
+    from delift_ray.models.tiny import save_tiny_model
 
     out = tmp_path_factory.mktemp("tiny_model")
     return str(save_tiny_model(out, CORPUS * 4, seed=0, max_positions=256))

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig, ModelConfig, ScoringConfig, TemplatesConfig
-from delift_ray.data import read_examples
-from delift_ray.model import load_model
+from delift_ray.data.examples import read_examples
+from delift_ray.files import atomic_write_bytes
+from delift_ray.models.load import load_model
+from delift_ray.scoring.utility_model import UtilityScorer
 from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
-from delift_ray.utility import UtilityScorer
 
 Z_ACCEPT = 3.0
 MIN_DIFF = 0.01

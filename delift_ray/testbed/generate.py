@@ -19,9 +19,9 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig
-from delift_ray.data import example_id
+from delift_ray.data.examples import example_id
+from delift_ray.files import atomic_write_bytes
 from delift_ray.testbed.tasks import KINDS, Kind
 
 GARBAGE_CHARS = string.ascii_letters + string.digits + "#%&*+-/=?@"

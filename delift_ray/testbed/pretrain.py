@@ -35,15 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from delift_ray.atomic import atomic_write_bytes
 from delift_ray.config import DataConfig, TemplatesConfig
-from delift_ray.templates import Prompts, split_template
+from delift_ray.files import atomic_write_bytes
+from delift_ray.models.tiny import build_model, build_tokenizer
+from delift_ray.scoring.templates import Prompts, split_template
 from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS, draw_word
-from delift_ray.tiny import build_model, build_tokenizer
 
 LAYOUTS = ("bare", "plain", "same", "other")  # "same"/"other": with an example of that kind
 LogFn = Callable[[str], None]
-CODE_FILES = ("testbed/tasks.py", "testbed/pretrain.py", "tiny.py", "templates.py")
+CODE_FILES = ("testbed/tasks.py", "testbed/pretrain.py", "models/tiny.py", "scoring/templates.py")
 STAMP = "pretrain.json"
 CHUNK = 4  # step_rows draws sequences CHUNK * batch at a time
 

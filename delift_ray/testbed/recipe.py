@@ -17,10 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from delift_ray.atomic import atomic_write_bytes
-from delift_ray.compare import run_compare
 from delift_ray.config import load_config
 from delift_ray.errors import DeliftError
+from delift_ray.files import atomic_write_bytes
+from delift_ray.workflows.compare import run_compare
 
 
 def choose(tried: list[tuple[int, float]], threshold: float) -> int:

@@ -25,10 +25,10 @@ from typing import Any, cast
 import numpy as np
 import pyarrow.parquet as pq
 
-from delift_ray.atomic import atomic_write_bytes
-from delift_ray.compare import Arm
 from delift_ray.config import DataConfig, Method
-from delift_ray.data import read_examples
+from delift_ray.data.examples import read_examples
+from delift_ray.files import atomic_write_bytes
+from delift_ray.workflows.compare import Arm
 
 BASELINE = "random"
 

@@ -1,0 +1,302 @@
+"""Evaluate a model on a held-out test set: greedy generations on Ray Data actors, then metrics.
+
+The test set must share no example id (content hash of the rendered x, y) with the pool, target
+or existing set. Each actor loads the model once; per batch it generates greedily from
+``[BOS] x EOS`` (left-padded, stopping at EOS or max_new_tokens) and computes the teacher-forced
+NLL of the reference in the training layout ``[BOS] x EOS y EOS``. Per row: exact match
+(normalised), ROUGE-1 and ROUGE-L F, embedding cosine of prediction and reference, response loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from delift_ray.config import Config, EmbedderConfig, ModelConfig, config_to_dict
+from delift_ray.data.examples import ExampleSet, read_examples
+from delift_ray.distributed.resources import check_fits
+from delift_ray.distributed.session import ray_session
+from delift_ray.errors import DeliftError
+from delift_ray.finetune.train import (
+    Layout,
+    collate,
+    encode_pairs,
+    output_model_path,
+    response_nll,
+    tokenize,
+)
+from delift_ray.models.embed import embed_texts
+from delift_ray.models.load import fingerprint, load_model, load_tokenizer, max_length, model_config
+from delift_ray.workflows.outputs import prepare_output_dir, versions, write_json, write_parquet
+
+_SPACES = re.compile(r"\s+")
+_EDGES = string.punctuation + " "
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics (plain functions)
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, collapse whitespace, strip whitespace and punctuation at both ends."""
+    return _SPACES.sub(" ", text.lower()).strip(_EDGES)
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Whether prediction and reference are equal after normalize_answer."""
+    return normalize_answer(prediction) == normalize_answer(reference)
+
+
+def rouge_f(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Per-row ROUGE-1 and ROUGE-L F-measures (rouge-score, Porter stemmer)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(r, p) for p, r in zip(predictions, references, strict=True)]
+    return {k: [s[k].fmeasure for s in scores] for k in ("rouge1", "rougeL")}
+
+
+def embedding_cosine(
+    predictions: Sequence[str], references: Sequence[str], cfg: EmbedderConfig
+) -> np.ndarray:
+    """Per-row cosine similarity of prediction and reference sentence embeddings."""
+    n = len(predictions)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    emb = embed_texts([t.strip() for t in [*predictions, *references]], cfg)
+    return np.einsum("ij,ij->i", emb[:n], emb[n:])
+
+
+def check_disjoint(test: ExampleSet, others: dict[str, ExampleSet]) -> None:
+    """DeliftError naming the count and an example if any test id is in one of `others`."""
+    for name, other in others.items():
+        seen = set(other.ids)
+        overlap = [i for i in test.ids if i in seen]
+        if overlap:
+            raise DeliftError(
+                f"eval: {len(overlap)} test rows also appear in the {name} set (e.g. id "
+                f"{overlap[0]}); the test set must be held out"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# generation and reference loss (one actor, or in-process)
+
+
+class Generator:
+    """Ray Data UDF: greedy predictions and reference losses for a batch of (id, x, y) rows."""
+
+    def __init__(
+        self, model: ModelConfig, add_bos: str, max_new_tokens: int, threads: int | None = None
+    ) -> None:
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        lm = load_model(model)
+        self.model, self.tokenizer, self.limit = lm.model, lm.tokenizer, lm.max_length
+        self.layout = Layout.of(lm.tokenizer, add_bos)
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions, per-row mean reference NLL (NaN if too long) and reference tokens."""
+        xs, ys = [str(x) for x in batch["x"]], [str(y) for y in batch["y"]]
+        loss, tokens = self.losses(xs, ys)
+        return {
+            "id": batch["id"],
+            "prediction": np.array(self.generate(xs), dtype=object),
+            "loss": loss,
+            "response_tokens": tokens,
+        }
+
+    def generate(self, xs: Sequence[str]) -> list[str]:
+        """Greedy continuations of [BOS] x EOS, left-padded, cut at the first EOS."""
+        import torch
+
+        room = self.limit - self.max_new_tokens
+        prompts = [self.layout.prompt(x, room) for x in tokenize(self.tokenizer, xs)]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=self.layout.eos,
+                pad_token_id=pad,
+            )
+        new = out[:, width:].tolist()
+        return [
+            self.tokenizer.decode(_until(t, self.layout.eos), skip_special_tokens=True) for t in new
+        ]
+
+    def losses(self, xs: Sequence[str], ys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row mean NLL of each reference given its prompt, and its scored token count."""
+        import torch
+
+        pairs = encode_pairs(self.tokenizer, self.layout, xs, ys, self.limit)
+        loss = np.full(len(pairs), np.nan)
+        tokens = np.zeros(len(pairs), np.int64)
+        fit = [k for k, p in enumerate(pairs) if p is not None]
+        if fit:
+            batch = collate([p for p in pairs if p is not None], self.tokenizer.pad_token_id)
+            device = next(self.model.parameters()).device
+            with torch.inference_mode():
+                nll, n = response_nll(self.model, {k: v.to(device) for k, v in batch.items()})
+            loss[fit] = (nll / n.clamp(min=1)).cpu().numpy()
+            tokens[fit] = n.cpu().numpy()
+        return loss, tokens
+
+
+def _until(tokens: list[int], eos: int) -> list[int]:
+    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class EvalResult:
+    """Where the per-row outputs and the summary went, and the summary's contents."""
+
+    rows_path: Path
+    summary_path: Path
+    summary: dict[str, Any]
+
+
+def model_path(cfg: Config) -> str:
+    """The model to evaluate: eval.model_path, else the trained model."""
+    return cfg.eval.model_path or str(output_model_path(cfg))
+
+
+def run_eval(cfg: Config) -> EvalResult:
+    """Check the test set is held out, generate and score it; write eval_rows.parquet, eval.json."""
+    started = time.perf_counter()
+    if cfg.eval.test is None:
+        raise DeliftError("config: eval needs eval.test.path (the held-out test set)")
+    out = prepare_output_dir(cfg)
+    test = read_examples(cfg.eval.test)
+    others = {"pool": cfg.data, "target": cfg.target, "existing": cfg.existing}
+    check_disjoint(test, {k: read_examples(d) for k, d in others.items() if d is not None})
+    if not test.examples:
+        raise DeliftError(f"eval: the test set {cfg.eval.test.path} has no usable rows")
+    model = dataclasses.replace(cfg.model, path=model_path(cfg))
+    limit = max_length(model, model_config(model), load_tokenizer(model))
+    if limit - cfg.eval.max_new_tokens < 3:
+        raise DeliftError(
+            f"eval: max_new_tokens {cfg.eval.max_new_tokens} leaves no room for a prompt in the "
+            f"model's {limit} tokens"
+        )
+    gen_start = time.perf_counter()
+    generated = _generate(cfg, model, test)
+    gen_s = time.perf_counter() - gen_start
+    table = _score(cfg, test, generated)
+    rows_path, summary_path = out / "eval_rows.parquet", out / "eval.json"
+    write_parquet(table, rows_path)
+    summary = {
+        "rows": len(test.examples),
+        "metrics": _summarize(table),
+        "test": cfg.eval.test.path,
+        "held_out_from": [k for k, d in others.items() if d is not None],
+        "model_path": model.path,
+        "model_fingerprint": fingerprint(model),
+        "executor": cfg.eval.executor,
+        "generate_s": round(gen_s, 3),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "versions": versions(),
+        "config": config_to_dict(cfg),
+    }
+    write_json(summary, summary_path)
+    return EvalResult(rows_path=rows_path, summary_path=summary_path, summary=summary)
+
+
+def _generate(cfg: Config, model: ModelConfig, test: ExampleSet) -> dict[str, dict[str, Any]]:
+    """Generator outputs per test id, from an actor pool or in-process."""
+    e = cfg.eval
+    rows = [{"id": x.id, "x": x.x, "y": x.y} for x in test.examples]
+    if e.executor == "local":
+        gen = Generator(model, cfg.templates.add_bos, e.max_new_tokens)
+        records = []
+        for start in range(0, len(rows), e.batch_size):
+            chunk = rows[start : start + e.batch_size]
+            out = gen({k: np.array([r[k] for r in chunk], dtype=object) for k in chunk[0]})
+            records += [dict(zip(out, values, strict=True)) for values in zip(*out.values())]
+    else:
+        with ray_session():
+            records = _generate_on_ray(cfg, model, rows)
+    return {str(r["id"]): r for r in records}
+
+
+def _generate_on_ray(cfg: Config, model: ModelConfig, rows: list[dict[str, str]]) -> list[dict]:
+    import ray
+
+    e = cfg.eval
+    hint = "lower eval.cpus_per_actor / eval.gpus_per_actor"
+    check_fits("an evaluation actor", e.cpus_per_actor, e.gpus_per_actor, 1, hint)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    blocks = max(e.actors, math.ceil(len(rows) / e.batch_size))
+    ds = ray.data.from_items(rows, override_num_blocks=min(blocks, len(rows))).map_batches(
+        Generator,
+        fn_constructor_kwargs={
+            "model": model,
+            "add_bos": cfg.templates.add_bos,
+            "max_new_tokens": e.max_new_tokens,
+            "threads": max(1, int(e.cpus_per_actor)),
+        },
+        batch_size=e.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=min(e.actors, len(rows))),
+        num_cpus=e.cpus_per_actor,
+        num_gpus=e.gpus_per_actor or None,
+    )
+    return ds.take_all()
+
+
+def _score(cfg: Config, test: ExampleSet, generated: dict[str, dict[str, Any]]) -> pa.Table:
+    """Per-row table: id, prediction, reference, metrics, reference loss and token count."""
+    ids, refs = test.ids, test.ys
+    preds = [str(generated[i]["prediction"]) for i in ids]
+    cols: dict[str, Any] = {"id": ids, "prediction": preds, "reference": refs}
+    if cfg.eval.exact_match:
+        cols["exact_match"] = [exact_match(p, r) for p, r in zip(preds, refs, strict=True)]
+    cols.update(rouge_f(preds, refs))
+    cols["cosine"] = embedding_cosine(preds, refs, cfg.embedder).astype(np.float64)
+    cols["loss"] = np.array([generated[i]["loss"] for i in ids], dtype=np.float64)
+    cols["response_tokens"] = np.array([generated[i]["response_tokens"] for i in ids], np.int64)
+    return pa.table(cols)
+
+
+def _summarize(table: pa.Table) -> dict[str, float | int | None]:
+    """Means over rows; loss over the rows that fit; perplexity from the token-weighted loss."""
+    out: dict[str, float | int | None] = {}
+    for name in ("exact_match", "rouge1", "rougeL", "cosine"):
+        if name in table.column_names:
+            out[name] = float(np.mean(table[name].to_numpy(zero_copy_only=False)))
+    loss = table["loss"].to_numpy()
+    tokens = table["response_tokens"].to_numpy()
+    fit = ~np.isnan(loss)
+    out["response_loss"] = float(loss[fit].mean()) if fit.any() else None
+    out["perplexity"] = (
+        float(np.exp((loss[fit] * tokens[fit]).sum() / tokens[fit].sum())) if fit.any() else None
+    )
+    out["loss_rows"] = int(fit.sum())
+    return out

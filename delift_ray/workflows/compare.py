@@ -1,0 +1,479 @@
+"""Compare selection methods: select with each, fine-tune on each subset, evaluate, tabulate.
+
+Every selection ("arm") gets a directory under output_dir, with one per training seed inside:
+
+    <method>-b<budget>[-r<draw>]/select/   run_select's outputs (full data: full/select/)
+    <arm>/seed<seed>/                      run_train's (model/, train/, train_manifest.json)
+    <arm>/seed<seed>/eval/                 run_eval's (eval.json, eval_rows.parquet)
+    store/                                 the block store all delift selections share
+    runs.csv                               one row per (arm, seed)
+    comparison.csv, comparison.md          one row per method and budget
+    metrics.png, gain_curve.png, composition.png
+
+A sub-run whose final file (manifest.json, train_manifest.json, eval.json) records the config it
+would run with is reused as it is; config sections a stage does not read are ignored for that.
+A method's numbers are means over its runs (random, quota: draws x seeds); `<metric>_std` is the
+sample standard deviation (n - 1), empty for a single run. Wall time is selection + training +
+evaluation of one run, as recorded when each sub-run ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from delift_ray.config import (
+    CompareConfig,
+    Config,
+    Method,
+    StoreConfig,
+    config_to_dict,
+    store_uri,
+)
+from delift_ray.data.examples import read_examples
+from delift_ray.distributed.session import ray_session
+from delift_ray.errors import DeliftError
+from delift_ray.files import atomic_path
+from delift_ray.finetune.evaluate import run_eval
+from delift_ray.finetune.train import output_model_path, run_train
+from delift_ray.workflows import compare_plots as plots
+from delift_ray.workflows.outputs import prepare_output_dir
+from delift_ray.workflows.select import run_select
+
+METRICS = {
+    "exact_match": "exact match",
+    "rouge1": "ROUGE-1",
+    "rougeL": "ROUGE-L",
+    "cosine": "cosine",
+    "response_loss": "response loss",
+}
+COSTS = ("selected", "training_tokens", "select_s", "train_s", "eval_s", "wall_s")
+RUN_COLUMNS = ("method", "budget", "draw", "seed", *COSTS, *METRICS)
+TABLE_COLUMNS = (
+    "method",
+    "budget",
+    "runs",
+    *COSTS,
+    *(c for m in METRICS for c in (m, f"{m}_std")),
+)
+FINAL = {"select": "manifest.json", "train": "train_manifest.json", "eval": "eval.json"}
+UNUSED = {"select": ("train", "eval"), "train": ("eval",), "eval": ()}
+PLOTS = ("metrics", "gain_curve", "composition")
+RANDOM_METHODS = ("random", "quota")  # drawn compare.random_subsets times
+COMPOSITION_COLUMNS = ("kind", "source")
+MAX_CATEGORIES = 10
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One selection to compare: a method at a budget (random: one seeded draw)."""
+
+    method: Method
+    budget: int | float
+    draw: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Its directory under output_dir."""
+        if self.method == "full":
+            return "full"
+        draw = "" if self.draw is None else f"-r{self.draw}"
+        return f"{self.method}-b{self.budget}{draw}"
+
+
+@dataclass
+class CompareResult:
+    """What a comparison wrote, its per-run and per-method rows, and how much work it did."""
+
+    directory: Path
+    files: dict[str, Path]
+    runs: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    markdown_table: list[str]
+    ran: Counter[str]
+    sub_runs: int
+    wall_s: float
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan and each sub-run's config
+
+
+def plan(cfg: Config) -> list[Arm]:
+    """The comparison's selections: every method at every budget (full data once)."""
+    c = cfg.compare
+    arms = []
+    for method in c.method_list():
+        if method == "full":
+            arms.append(Arm("full", 1.0))
+            continue
+        drawn = method in RANDOM_METHODS
+        draws = [cfg.seed + k for k in range(c.random_subsets)] if drawn else [None]
+        arms += [Arm(method, b, d) for b in c.budget_list(cfg.budget) for d in draws]
+    return arms
+
+
+def arm_seeds(cfg: Config, arm: Arm, seeds: list[int]) -> list[int]:
+    """The training seeds of an arm: all of them, or (draw_seeds: one) its draw's turn."""
+    if arm.draw is None or cfg.compare.draw_seeds == "all":
+        return seeds
+    return [seeds[(arm.draw - cfg.seed) % len(seeds)]]
+
+
+def select_config(cfg: Config, arm: Arm) -> Config:
+    """The selection run of `arm` in <arm>/select, with the comparison's shared block store."""
+    return dataclasses.replace(
+        cfg,
+        method=arm.method,
+        budget=arm.budget,
+        seed=cfg.seed if arm.draw is None else arm.draw,
+        output_dir=str(Path(cfg.output_dir, arm.name, "select")),
+        store=StoreConfig(uri=store_uri(cfg)),
+        compare=CompareConfig(),
+    )
+
+
+def train_config(select: Config, seed: int) -> Config:
+    """Fine-tuning on a selection's subset with training seed `seed`, in <arm>/seed<seed>."""
+    train = dataclasses.replace(select.train, subset=select.output_dir, seed=seed, output_model="")
+    out = Path(select.output_dir).parent / f"seed{seed}"
+    return dataclasses.replace(select, output_dir=str(out), train=train)
+
+
+def eval_config(train: Config) -> Config:
+    """Evaluation of a fine-tuning run's model, in <arm>/seed<seed>/eval."""
+    model = str(output_model_path(train))
+    return dataclasses.replace(
+        train,
+        output_dir=str(Path(train.output_dir, "eval")),
+        eval=dataclasses.replace(train.eval, model_path=model),
+    )
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """cfg with model.path and output_dir absolute: Ray Train workers run in a directory of their
+    own, where a relative path would name nothing."""
+    model = dataclasses.replace(cfg.model, path=str(Path(cfg.model.path).absolute()))
+    return dataclasses.replace(cfg, model=model, output_dir=str(Path(cfg.output_dir).absolute()))
+
+
+def reusable(cfg: Config, stage: str) -> dict[str, Any] | None:
+    """The stage's final record in cfg.output_dir if it was written with this config, else None.
+
+    Sections the stage does not read are ignored; a key the record lacks (added to the config
+    since) counts as its default, a key it has that the config lost is ignored.
+    """
+    try:
+        record = json.loads(Path(cfg.output_dir, FINAL[stage]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return None
+    recorded = _with_defaults(record["config"], _as_json(Config()))
+    current = _as_json(cfg)
+    same = all(recorded[k] == v for k, v in current.items() if k not in UNUSED[stage])
+    return record if same else None
+
+
+def _as_json(cfg: Config) -> dict[str, Any]:
+    return json.loads(json.dumps(config_to_dict(cfg), default=str))
+
+
+def _with_defaults(recorded: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`defaults`' keys, with the recorded value wherever there is one (nested sections too)."""
+    return {
+        k: _with_defaults(recorded[k], d)
+        if isinstance(d, dict) and isinstance(recorded.get(k), dict)
+        else recorded.get(k, d)
+        for k, d in defaults.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def run_compare(cfg: Config) -> CompareResult:
+    """Select, fine-tune and evaluate every arm x seed (reusing finished sub-runs); write tables."""
+    started = time.perf_counter()
+    if not cfg.model.path:
+        raise DeliftError("config: compare needs model.path (the model to fine-tune)")
+    if cfg.eval.test is None:
+        raise DeliftError("config: compare needs eval.test.path (the held-out test set)")
+    cfg = absolute_paths(cfg)
+    root = prepare_output_dir(cfg)
+    arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
+    runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}
+    ran: Counter[str] = Counter()
+    runs = []
+    with ExitStack() as ray_scope:
+        for arm in arms:
+            sel_cfg = select_config(cfg, arm)
+            sel, new_subset = _stage("select", sel_cfg, run_select, ray_scope, ran, False)
+            for seed in runs_of[arm]:
+                tr_cfg = train_config(sel_cfg, seed)
+                tr, new_model = _stage("train", tr_cfg, run_train, ray_scope, ran, new_subset)
+                ev, _ = _stage("eval", eval_config(tr_cfg), run_eval, ray_scope, ran, new_model)
+                runs.append(run_row(arm, seed, sel, tr, ev))
+    table = summarize(runs)
+    labels = arm_labels(arms)
+    files = {
+        "runs": write_csv(runs, RUN_COLUMNS, root / "runs.csv"),
+        "comparison": write_csv(table, TABLE_COLUMNS, root / "comparison.csv"),
+        **draw_plots(cfg, arms, table, labels, root),
+    }
+    lines = markdown_table(table, labels)
+    files["markdown"] = write_text(markdown(cfg, lines, seeds, files), root / "comparison.md")
+    return CompareResult(
+        directory=root,
+        files=files,
+        runs=runs,
+        table=table,
+        markdown_table=lines,
+        ran=ran,
+        sub_runs=sum(1 + 2 * len(s) for s in runs_of.values()),
+        wall_s=round(time.perf_counter() - started, 3),
+    )
+
+
+def _stage(
+    stage: str,
+    cfg: Config,
+    run: Callable[[Config], object],
+    ray_scope: ExitStack,
+    ran: Counter[str],
+    upstream_ran: bool,
+) -> tuple[dict[str, Any], bool]:
+    """(the stage's final record, whether it ran): reused if it matches cfg and its input was
+    not just made anew, else run first (all runs in one shared Ray)."""
+    record = None if upstream_ran else reusable(cfg, stage)
+    if record is not None:
+        print(f"[delift-ray] compare: {stage} {cfg.output_dir}: reused", flush=True)
+        return record, False
+    import ray
+
+    if not ray.is_initialized():
+        ray_scope.enter_context(ray_session())
+    start = time.perf_counter()
+    run(cfg)
+    ran[stage] += 1
+    print(
+        f"[delift-ray] compare: {stage} {cfg.output_dir}: {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    return json.loads(Path(cfg.output_dir, FINAL[stage]).read_text(encoding="utf-8")), True
+
+
+def run_row(
+    arm: Arm, seed: int, sel: dict[str, Any], tr: dict[str, Any], ev: dict[str, Any]
+) -> dict[str, Any]:
+    """One (arm, seed) result from the selection, training and evaluation records."""
+    select_s = round(sum(sel["timings_s"].values()), 3)
+    metrics = ev["metrics"]
+    return {
+        "method": arm.method,
+        "budget": arm.budget,
+        "draw": arm.draw,
+        "seed": seed,
+        "selected": sel["selected"],
+        "training_tokens": tr["training_tokens"],
+        "select_s": select_s,
+        "train_s": tr["wall_s"],
+        "eval_s": ev["wall_s"],
+        "wall_s": round(select_s + tr["wall_s"] + ev["wall_s"], 3),
+        **{m: math.nan if metrics.get(m) is None else float(metrics[m]) for m in METRICS},
+    }
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, budget): run count, mean costs, mean and sample std per metric."""
+    groups: dict[tuple[str, int | float], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["budget"]), []).append(r)
+    table = []
+    for (method, budget), rows in groups.items():
+        row: dict[str, Any] = {"method": method, "budget": budget, "runs": len(rows)}
+        row.update({k: float(np.mean([r[k] for r in rows])) for k in COSTS})
+        for m in METRICS:
+            values = [r[m] for r in rows]
+            row[m] = float(np.mean(values))
+            row[f"{m}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        table.append(row)
+    return table
+
+
+def arm_labels(arms: Sequence[Arm]) -> dict[tuple[str, int | float], str]:
+    """Display name per (method, budget): the method, plus the budget when there are several."""
+    several = len({a.budget for a in arms if a.method != "full"}) > 1
+    return {
+        (a.method, a.budget): f"{a.method} {a.budget}"
+        if several and a.method != "full"
+        else a.method
+        for a in arms
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> Path:
+    """Write rows as CSV atomically; NaN and None as empty cells, floats at full precision."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
+    return write_text(buf.getvalue(), path)
+
+
+def write_text(text: str, path: Path) -> Path:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def markdown_table(
+    table: Sequence[dict[str, Any]], labels: dict[tuple[str, int | float], str]
+) -> list[str]:
+    """The comparison as Markdown table lines: metrics as mean ± std, then costs."""
+    head = ["method", "budget", "runs", "rows", *METRICS.values(), "training tokens", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table:
+        cells = [
+            labels[row["method"], row["budget"]],
+            str(row["budget"]),
+            str(row["runs"]),
+            f"{row['selected']:,.0f}",
+            *(format_metric(row[m], row[f"{m}_std"]) for m in METRICS),
+            f"{row['training_tokens']:,.0f}",
+            f"{row['wall_s']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_metric(mean: float, std: float) -> str:
+    """`mean ± std` to 4 decimals; the mean alone for one run; n/a for a missing metric."""
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, Path]) -> str:
+    """comparison.md: the setup, the table, and the plots."""
+    t = cfg.train
+    test = cfg.eval.test.path if cfg.eval.test is not None else ""
+    setup = (
+        f"Pool `{cfg.data.path}`, test set `{test}`, model `{cfg.model.path}`. "
+        f"One training recipe for every subset: {t.method}, {t.epochs} epoch(s), lr {t.lr}, "
+        f"batch {t.batch_size}, {t.workers} worker(s); training seeds "
+        f"{', '.join(map(str, seeds))}; random draws {cfg.compare.random_subsets}"
+        f"{' (one seed each, in turn)' if cfg.compare.draw_seeds == 'one' else ''}. "
+        "Metrics are means over a method's runs, ± the sample standard deviation where it has "
+        "several; rows = subset size; wall s = selection + training + evaluation of one run."
+    )
+    images = [f"![{key}]({files[key].name})" for key in PLOTS if key in files]
+    return "\n".join(["# Selection methods compared", "", setup, "", *table, "", *images]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+
+
+def draw_plots(
+    cfg: Config,
+    arms: Sequence[Arm],
+    table: Sequence[dict[str, Any]],
+    labels: dict[tuple[str, int | float], str],
+    root: Path,
+) -> dict[str, Path]:
+    """metrics.png always; gain_curve.png if an arm has gains; composition.png if rows have a
+    kind or source column. Each is removed if this comparison does not draw it."""
+    names = [labels[r["method"], r["budget"]] for r in table]
+    files = {
+        "metrics": plots.metric_bars(
+            names,
+            {METRICS[m]: [r[m] for r in table] for m in METRICS},
+            {METRICS[m]: [r[f"{m}_std"] for r in table] for m in METRICS},
+            root / "metrics.png",
+        )
+    }
+    selections = {a: pq.read_table(_selection_file(cfg, a)).to_pydict() for a in arms}
+    curves = {
+        labels[a.method, a.budget]: np.asarray(s["gain"], dtype=float)
+        for a, s in selections.items()
+        if np.isfinite(np.asarray(s["gain"], dtype=float)).any()
+    }
+    if curves:
+        files["gain_curve"] = plots.gain_curves(curves, root / "gain_curve.png")
+    shares = composition(cfg, {a: s["id"] for a, s in selections.items()}, labels)
+    if shares is not None:
+        column, by_label = shares
+        files["composition"] = plots.composition_bars(by_label, column, root / "composition.png")
+    for key in PLOTS:
+        if key not in files:  # an earlier comparison's plot would mislead
+            (root / f"{key}.png").unlink(missing_ok=True)
+    return files
+
+
+def _selection_file(cfg: Config, arm: Arm) -> Path:
+    return Path(select_config(cfg, arm).output_dir, "selection.parquet")
+
+
+def composition(
+    cfg: Config,
+    chosen: dict[Arm, list[str]],
+    labels: dict[tuple[str, int | float], str],
+) -> tuple[str, dict[str, dict[str, float]]] | None:
+    """(column, share of each value per label, pool first) by the pool's kind or source column;
+    random draws averaged; None if the pool has neither column."""
+    records = {e.id: e.record for e in read_examples(cfg.data).examples}
+    column = next((c for c in COMPOSITION_COLUMNS if any(c in r for r in records.values())), None)
+    if column is None:
+        return None
+    value = {i: str(r.get(column, "(none)")) for i, r in records.items()}
+    common = [v for v, _ in Counter(value.values()).most_common(MAX_CATEGORIES)]
+    category = {i: v if v in common else "other" for i, v in value.items()}
+    draws: dict[str, list[Counter[str]]] = {"pool": [Counter(category.values())]}
+    for arm, ids in chosen.items():
+        draws.setdefault(labels[arm.method, arm.budget], []).append(
+            Counter(category[i] for i in ids)
+        )
+    order = [*common, "other"] if len(set(value.values())) > len(common) else common
+    return column, {
+        label: {c: float(np.mean([n[c] / n.total() for n in counts])) for c in order}
+        for label, counts in draws.items()
+    }
+
+
+def summary_lines(result: CompareResult) -> list[str]:
+    """The Markdown table, how many sub-runs ran or were reused, and where the files are."""
+    ran = sum(result.ran.values())
+    stages = ", ".join(f"{result.ran[s]} {s}" for s in FINAL)
+    return [
+        *result.markdown_table,
+        "",
+        f"{ran} of {result.sub_runs} sub-runs ran ({stages}), {result.sub_runs - ran} reused; "
+        f"{result.wall_s:.1f} s",
+        f"outputs in {result.directory}/: " + ", ".join(p.name for p in result.files.values()),
+    ]

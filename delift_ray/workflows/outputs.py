@@ -1,0 +1,194 @@
+"""Everything a run leaves in output_dir, each file written atomically, plus the manifest."""
+
+from __future__ import annotations
+
+import json
+import platform
+from contextlib import ExitStack
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from delift_ray.config import Config, config_to_dict
+from delift_ray.data.examples import ExampleSet, reject_table, write_subset
+from delift_ray.errors import DeliftError
+from delift_ray.files import atomic_path
+from delift_ray.selection.greedy import Selection
+from delift_ray.selection.methods import Kernels
+
+OBJECTIVE_NAMES = {"instruction": "FL", "task": "FLMI", "continual": "FLCG"}
+VERSIONED = ("delift-ray", "torch", "transformers", "ray", "numpy", "scipy", "pyarrow")
+
+
+@dataclass
+class RunOutputs:
+    """Paths written by a run and the manifest's contents."""
+
+    directory: Path
+    files: dict[str, Path]
+    manifest: dict[str, Any]
+
+
+def write_outputs(
+    cfg: Config,
+    sets: dict[str, ExampleSet],
+    selection: Selection,
+    kernels: Kernels | None,
+    timings: dict[str, float],
+    fingerprint: str | None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> RunOutputs:
+    """Write selection, subset, rejects, utilities (if any), pool ids and the manifest.
+
+    All or nothing: every file is written under a temporary name first and the set is renamed
+    into place only when all writes succeeded (a full disk leaves the previous outputs intact).
+    """
+    out = prepare_output_dir(cfg)
+    pool = sets["pool"]
+    chosen = [pool.ids[k] for k in selection.indices]
+    files = {
+        "selection": out / "selection.parquet",
+        "subset": out / f"subset.{pool.format}",
+        "rejects": out / "rejects.parquet",
+        "pool_ids": out / "pool_ids.parquet",
+    }
+    if kernels is not None and kernels.utilities is not None:
+        files["utilities"] = out / "utilities.parquet"
+    files["manifest"] = out / "manifest.json"
+    manifest = build_manifest(cfg, sets, selection, kernels, timings, fingerprint, files)
+    manifest.update(extra_manifest or {})
+    rejects = [r for s in sets.values() for r in s.rejects]
+    try:
+        with ExitStack() as stage:
+            tmp = {k: stage.enter_context(atomic_path(p)) for k, p in files.items()}
+            pq.write_table(selection_table(chosen, selection), tmp["selection"])
+            write_subset(pool, chosen, tmp["subset"])
+            pq.write_table(reject_table(rejects), tmp["rejects"])
+            pq.write_table(pa.table({"id": pa.array(pool.ids, pa.string())}), tmp["pool_ids"])
+            if "utilities" in tmp:
+                pq.write_table(kernels.utilities, tmp["utilities"])  # type: ignore[union-attr]
+            text = json.dumps(manifest, indent=2, default=str) + "\n"
+            tmp["manifest"].write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise DeliftError(f"output: cannot write to {out}: {e.strerror or e}") from None
+    return RunOutputs(directory=out, files=files, manifest=manifest)
+
+
+def write_rejects(cfg: Config, sets: dict[str, ExampleSet]) -> Path:
+    """Write rejects.parquet alone (a run that stops because no row was usable)."""
+    path = Path(cfg.output_dir) / "rejects.parquet"
+    write_parquet(reject_table([r for s in sets.values() for r in s.rejects]), path)
+    return path
+
+
+def prepare_output_dir(cfg: Config) -> Path:
+    """Create output_dir and check it is writable, before any work is done."""
+    return writable_dir(Path(cfg.output_dir), "output")
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Create `path` and write a file there; one-line DeliftError (`what: ...`) if either fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / ".write-check") as tmp:
+            tmp.write_bytes(b"")
+        (path / ".write-check").unlink()
+    except OSError as e:
+        raise DeliftError(f"{what}: cannot write to {path}: {e.strerror or e}") from None
+    return path
+
+
+def selection_table(ids: list[str], selection: Selection) -> pa.Table:
+    """One row per pick: id, rank (0 = first pick), gain, objective after the pick."""
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "rank": pa.array(np.arange(len(ids)), pa.int64()),
+            "gain": pa.array(selection.gains, pa.float64()),
+            "objective": pa.array(selection.objective, pa.float64()),
+        }
+    )
+
+
+def build_manifest(
+    cfg: Config,
+    sets: dict[str, ExampleSet],
+    selection: Selection,
+    kernels: Kernels | None,
+    timings: dict[str, float],
+    fingerprint: str | None,
+    files: dict[str, Path],
+) -> dict[str, Any]:
+    """The run's record: config, versions, counts, timings, objective and its bound."""
+    pool = sets["pool"]
+    value, bound = _finite(selection.value), _finite(selection.upper_bound)
+    counts = {
+        name: {
+            "rows_read": s.n_rows_read,
+            "usable": len(s.examples),
+            "rejected": len(s.rejects),
+            "duplicates": int(sum(s.duplicates.values())),
+        }
+        for name, s in sets.items()
+    }
+    return {
+        "stage": cfg.stage,
+        "method": cfg.method,
+        "objective_function": OBJECTIVE_NAMES[cfg.stage] if kernels is not None else None,
+        "optimizer": selection.optimizer,
+        "selected": len(selection.indices),
+        "pool_size": len(pool.examples),
+        "objective": value,
+        "upper_bound": bound,
+        "bound_ratio": (value / bound) if value is not None and bound else None,
+        "counts": counts,
+        "kernel": _kernel_stats(kernels),
+        "timings_s": timings,
+        "model_fingerprint": fingerprint,
+        "files": {k: p.name for k, p in files.items()},
+        "versions": versions(),
+        "config": config_to_dict(cfg),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a result."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write JSON atomically (UTF-8, indented)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _kernel_stats(kernels: Kernels | None) -> dict[str, Any] | None:
+    if kernels is None:
+        return None
+    k = kernels.pool
+    nnz = int(k.nnz) if hasattr(k, "nnz") else int(np.count_nonzero(k))
+    nbytes = (
+        int(k.data.nbytes + k.indices.nbytes + k.indptr.nbytes) if hasattr(k, "nnz") else k.nbytes
+    )
+    return {"shape": list(k.shape), "nonzeros": nnz, "bytes": nbytes, **kernels.stats}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None

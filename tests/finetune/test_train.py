@@ -1,0 +1,180 @@
+"""Fine-tuning: response-only labels, lockstep shards, a short Ray Train run whose loss falls,
+LoRA merged into a loadable model, and a run that resumes from its checkpoint after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pipelines.train as train_job
+from delift_ray.config import ModelConfig, load_config
+from delift_ray.data.examples import read_examples
+from delift_ray.finetune.train import (
+    ATTENTION_PROJECTIONS,
+    IGNORE,
+    Layout,
+    collate,
+    encode_pairs,
+    epoch_batches,
+    mean_response_loss,
+    response_nll,
+    run_train,
+    subset_path,
+)
+from delift_ray.models.load import load_model, load_tokenizer
+
+WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl"]
+
+
+def write_rows(path, words=WORDS):
+    kinds = [("Reverse the word.", lambda w: w[::-1]), ("Uppercase it.", str.upper)]
+    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in kinds for w in words]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def train_cfg(tmp_path, model, pool, *extra):
+    return load_config(
+        None,
+        [
+            f"data.path={pool}",
+            f"model.path={model}",
+            f"output_dir={tmp_path / 'run'}",
+            "method=random",
+            "train.batch_size=4",
+            "train.max_length=64",
+            *extra,
+        ],
+    )
+
+
+def pairs_of(cfg, model_dir):
+    tokenizer = load_tokenizer(ModelConfig(path=str(model_dir)))
+    rows = read_examples(cfg.data)
+    layout = Layout.of(tokenizer, cfg.templates.add_bos)
+    return encode_pairs(tokenizer, layout, rows.xs, rows.ys, 64), tokenizer.pad_token_id
+
+
+def test_labels_cover_exactly_the_response_and_final_eos(tiny_model_dir):
+    tokenizer = load_tokenizer(ModelConfig(path=tiny_model_dir))
+    layout = Layout.of(tokenizer, "always")
+    x, y = "Instruction: Reverse the word.\nInput: cat\n", " tac"
+    x_ids = tokenizer(x, add_special_tokens=False)["input_ids"]
+    y_ids = tokenizer(y, add_special_tokens=False)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    long, short = encode_pairs(tokenizer, layout, [x, "Hi\n"], [y, " ok"], 64)
+    assert long == ([bos, *x_ids, eos, *y_ids, eos], len(x_ids) + 2)
+    batch = collate([long, short], tokenizer.pad_token_id)
+    labels, ids = batch["labels"], batch["input_ids"]
+    n_prompt = len(x_ids) + 2
+    assert (labels[0, :n_prompt] == IGNORE).all()
+    assert labels[0, n_prompt:].tolist() == [*y_ids, eos]
+    short_ids, short_prompt = short
+    assert (labels[1, :short_prompt] == IGNORE).all()
+    assert labels[1, short_prompt : len(short_ids)].tolist() == short_ids[short_prompt:]
+    assert (labels[1, len(short_ids) :] == IGNORE).all()
+    assert (ids[1, len(short_ids) :] == tokenizer.pad_token_id).all()
+    assert batch["attention_mask"][1].sum() == len(short_ids)
+    model = load_model(ModelConfig(path=tiny_model_dir)).model
+    with torch.no_grad():
+        _, counts = response_nll(model, batch)
+    assert counts.tolist() == [len(y_ids) + 1, len(short_ids) - short_prompt]
+
+
+def test_prompt_is_cut_from_the_left_and_a_response_that_cannot_fit_is_dropped():
+    layout = Layout(bos=(1,), eos=2)
+    assert layout.pair([10, 11, 12, 13], [20, 21], 7) == ([1, 12, 13, 2, 20, 21, 2], 4)
+    assert layout.pair([10], [20, 21], 5) == ([1, 2, 20, 21, 2], 2)
+    assert layout.pair([10], [20, 21, 22], 5) is None
+
+
+def test_every_rank_gets_the_same_number_of_batches_and_all_rows_are_seen():
+    shards = [epoch_batches(11, 3, r, batch_size=2, seed=0, epoch=1) for r in range(3)]
+    assert len({len(s) for s in shards}) == 1
+    seen = np.concatenate([b for s in shards for b in s])
+    assert set(seen) == set(range(11)) and len(seen) == 12
+    assert not np.array_equal(
+        np.concatenate(epoch_batches(11, 1, 0, 11, 0, 0)),
+        np.concatenate(epoch_batches(11, 1, 0, 11, 0, 1)),
+    )
+
+
+def test_subset_path_accepts_a_selection_output_dir(tmp_path):
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    (sel / "subset.jsonl").write_text("")
+    cfg = train_cfg(tmp_path, "m", write_rows(tmp_path / "pool.jsonl"), f"train.subset={sel}")
+    assert subset_path(cfg) == str(sel / "subset.jsonl")
+    full = train_cfg(tmp_path, "m", tmp_path / "pool.jsonl")
+    assert subset_path(full) == str(tmp_path / "pool.jsonl")
+
+
+@pytest.mark.timeout(280)
+def test_full_fine_tuning_on_two_workers_lowers_the_response_loss(
+    tmp_path, tiny_model_dir, ray_local, monkeypatch
+):
+    pool = write_rows(tmp_path / "pool.jsonl")
+    # A relative model.path, as in the shipped configs: Ray Train workers run in another cwd.
+    monkeypatch.chdir(Path(tiny_model_dir).parent)
+    relative = Path(tiny_model_dir).name
+    cfg = train_cfg(tmp_path, relative, pool, "train.workers=2", "train.epochs=3", "train.lr=0.01")
+    pairs, pad = pairs_of(cfg, tiny_model_dir)
+    before = mean_response_loss(load_model(cfg.model).model, pairs, pad)
+    result = run_train(cfg)
+    after = mean_response_loss(
+        load_model(ModelConfig(path=str(result.model_dir))).model, pairs, pad
+    )
+    print(f"response loss on the 20 training rows: {before:.4f} -> {after:.4f}")
+    assert after < before - 1.0
+    m = json.loads(result.manifest_path.read_text())
+    assert m["rows"] == 20 and m["too_long"] == 0 and m["epochs"] == 3
+    assert len(m["losses"]) == 3 and m["losses"][-1] < m["losses"][0]
+    assert m["attempt_start_epochs"] == [0]
+    assert m["training_tokens"] == 3 * sum(len(ids) for ids, _ in pairs)
+    assert m["storage_path"] == str(tmp_path / "run" / "train")
+    assert m["model_fingerprint"] != m["base_model_fingerprint"]
+
+
+@pytest.mark.timeout(280)
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+def test_lora_job_entry_point_trains_a_subset_and_saves_a_merged_model(
+    tmp_path, tiny_model_dir, ray_local, capsys
+):
+    pool = write_rows(tmp_path / "pool.jsonl")
+    sel = tmp_path / "selection"
+    sel.mkdir()
+    write_rows(sel / "subset.jsonl", WORDS[:4])
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data:\n  path: {pool}\nmodel:\n  path: {tiny_model_dir}\nmethod: random\n")
+    out = tmp_path / "run"
+    overrides = [f"train.subset={sel}", "train.method=lora", "train.lr=0.01", "train.epochs=2"]
+    argv = ["--config", str(config), "--set", f"output_dir={out}"]
+    assert train_job.main([*argv, *(a for o in overrides for a in ("--set", o))]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on 8 rows (0 too long) x 2 epochs, lora, 1 workers" in printed
+    manifest = json.loads((out / "train_manifest.json").read_text())
+    assert manifest["rows"] == 8 and manifest["subset"] == str(sel / "subset.jsonl")
+    assert not (out / "model" / "adapter_config.json").exists()
+    tuned = load_model(ModelConfig(path=str(out / "model"))).model.state_dict()
+    base = load_model(ModelConfig(path=tiny_model_dir)).model.state_dict()
+    assert sorted(tuned) == sorted(base)
+    changed = [n for n, p in tuned.items() if not torch.equal(p, base[n])]
+    assert changed and all(n.rsplit(".", 2)[-2] in ATTENTION_PROJECTIONS for n in changed)
+
+
+@pytest.mark.timeout(280)
+def test_a_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_model_dir, ray_local):
+    pool = write_rows(tmp_path / "pool.jsonl")
+    cfg = train_cfg(tmp_path, tiny_model_dir, pool, "train.epochs=3", "train.max_failures=1")
+    marker = tmp_path / "crashed"
+    result = run_train(cfg, fault_marker=str(marker))
+    assert marker.exists()
+    m = result.manifest
+    assert len(m["losses"]) == 3
+    first, restart = m["attempt_start_epochs"]
+    print(f"attempts started at epochs {first} and {restart}; losses {m['losses']}")
+    assert first == 0 and restart in (1, 2)
