@@ -6,7 +6,7 @@ length (a demonstration's prefix ~200 tokens, a target's suffix ~60) and a few t
 (target, demonstration) pairs, kNN-like: each demonstration shown to many targets. Then
 
 1. float32: d1 of a subset with prefix sharing on and off must agree to 1e-4;
-2. bfloat16: UtilityScorer.pairs on every pair, sharing on and off, with tokens/s, pairs/s,
+2. bfloat16: UtilityModel.pairs on every pair, sharing on and off, with tokens/s, pairs/s,
    the fraction of the GPU's peak dense bf16 FLOP/s reached and the peak GPU memory.
 
 FLOPs are estimated as 2 x (parameters - input embedding) x tokens fed to the model (real
@@ -31,7 +31,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from delift_ray.config import ScoringConfig, TemplatesConfig
 from delift_ray.models.tiny import build_tokenizer
 from delift_ray.scoring.templates import EncodedSet
-from delift_ray.scoring.utility_model import UtilityScorer
+from delift_ray.scoring.utility_model import UtilityModel
 
 # dense bf16 tensor-core peak in TFLOP/s; the first name contained in the device's name wins
 PEAK_BF16_TFLOPS = (
@@ -99,7 +99,7 @@ def peak_tflops(device: str) -> tuple[float | None, str]:
     return None, f"{name!r} not in the table; set PEAK_TFLOPS"
 
 
-def fed_tokens(scorer: UtilityScorer, t: EncodedSet, d: EncodedSet, i, j, shared: bool) -> int:
+def fed_tokens(scorer: UtilityModel, t: EncodedSet, d: EncodedSet, i, j, shared: bool) -> int:
     """Real tokens the model is fed: whole sequences, or each prefix once plus the suffixes."""
     pieces = [scorer.prompts.sequence(t, int(a), d, int(b)) for a, b in zip(i, j)]
     if not shared:
@@ -108,10 +108,10 @@ def fed_tokens(scorer: UtilityScorer, t: EncodedSet, d: EncodedSet, i, j, shared
     return sum(prefixes.values()) + sum(len(s) for _, s in pieces)
 
 
-def scorers(model, tokenizer, args: argparse.Namespace, device: str) -> list[UtilityScorer]:
+def scorers(model, tokenizer, args: argparse.Namespace, device: str) -> list[UtilityModel]:
     """Scorers with prefix sharing on and off, on one model."""
     return [
-        UtilityScorer(
+        UtilityModel(
             model,
             tokenizer,
             TemplatesConfig(),

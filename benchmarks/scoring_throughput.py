@@ -1,7 +1,7 @@
 """Utility-scoring throughput: naive per-pair loop vs batched vs batched + prefix sharing.
 
 On one model and one set of (target, demonstration) pairs from the demo pool, three runs of
-UtilityScorer.pairs: (a) naive, one forward pass per pair (max_batch_size 1, no sharing);
+UtilityModel.pairs: (a) naive, one forward pass per pair (max_batch_size 1, no sharing);
 (b) batched, prefix sharing off; (c) batched with prefix sharing. Pairs are kNN-like: each of
 `--demos` demonstrations is shown to `--per-demo` random other pool examples, as a pairs block
 of the pipeline holds them. Two random-weight float32 Llamas: the demo-size one (hidden 64,
@@ -39,7 +39,7 @@ from delift_ray.config import DataConfig, ScoringConfig, TemplatesConfig
 from delift_ray.data.examples import read_examples
 from delift_ray.models.tiny import build_model, build_tokenizer
 from delift_ray.scoring.templates import EncodedSet
-from delift_ray.scoring.utility_model import UtilityScorer
+from delift_ray.scoring.utility_model import UtilityModel
 
 SECTION = "## Scoring throughput (issue 3)"
 MODES = {
@@ -88,14 +88,14 @@ def knn_like_pairs(n: int, demos: int, per_demo: int, seed: int) -> tuple[np.nda
     return i, j
 
 
-def model_tokens(scorer: UtilityScorer, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> int:
+def model_tokens(scorer: UtilityModel, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> int:
     """Tokens a prefix-sharing run feeds the model: each demonstration's prefix once, suffixes."""
     pieces = [scorer.prompts.sequence(enc, int(a), enc, int(b)) for a, b in zip(i, j)]
     prefixes = {int(b): len(p) for b, (p, _) in zip(j, pieces)}
     return sum(prefixes.values()) + sum(len(s) for _, s in pieces)
 
 
-def measure(scorer: UtilityScorer, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> Run:
+def measure(scorer: UtilityModel, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> Run:
     """Score the pairs after a warm-up on the first few; model_tokens left 0."""
     scorer.pairs(enc, enc, i[:4], j[:4])
     wall, cpu = time.perf_counter(), time.process_time()
@@ -109,7 +109,7 @@ def bench(
     """Markdown table rows of the three modes on one model, and a line describing the pairs."""
     base = ScoringConfig(max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size)
     scorers = [
-        UtilityScorer(
+        UtilityModel(
             model, tokenizer, TemplatesConfig(), dataclasses.replace(base, **kw), args.max_length
         )
         for kw in MODES.values()

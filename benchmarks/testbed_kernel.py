@@ -59,7 +59,7 @@ def pool_kernels(compare: Path, model: str) -> tuple[dict[str, sp.csr_matrix], l
         yaml.safe_dump(manifest["config"], f)
         cfg = load_config(f.name, [f"model.path={model}", "scoring.executor=local"])
     sets = read_sets(cfg)
-    setup = st.setup_scoring(cfg)
+    setup = st.prepare(cfg)
     pool, enc = st.drop_unscorable(setup.prompts, sets["pool"])
     kernels = {}
     for scaling in ("minmax", "clip"):

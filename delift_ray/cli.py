@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from delift_ray.errors import DeliftError
+from delift_ray.models.offline import use_offline_hub
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if TYPE_CHECKING:
+    from delift_ray.workflows.outputs import RunOutputs
+
+use_offline_hub()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,23 +79,21 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _select(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
-    from delift_ray.workflows.report import summary_lines
     from delift_ray.workflows.select import run_select
 
     cfg = load_config(args.config, args.overrides)
     result = run_select(cfg, dry_run=args.dry_run)
     if result is not None:
-        print("\n".join(summary_lines(result)))
+        print("\n".join(_select_summary(result)))
     return 0
 
 
 def _refresh(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
     from delift_ray.workflows.refresh import run_refresh
-    from delift_ray.workflows.report import summary_lines
 
     result = run_refresh(load_config(args.config, args.overrides))
-    print("\n".join(summary_lines(result)))
+    print("\n".join(_select_summary(result)))
     return 0
 
 
@@ -144,6 +144,38 @@ def _demo_model(args: argparse.Namespace) -> int:
     path = ensure_demo_model(args.out, args.data)
     print(f"demo model ready: {path}")
     return 0
+
+
+def _select_summary(result: RunOutputs) -> list[str]:
+    """A short summary of what was selected, how good it is, and where the files are."""
+    m = result.manifest
+    pool = m["counts"]["pool"]
+    lines = [
+        f"selected {m['selected']} of {m['pool_size']} examples "
+        f"({m['selected'] / max(m['pool_size'], 1):.0%}) with method={m['method']} "
+        f"stage={m['stage']}"
+        + (
+            f" ({m['objective_function']}, {m['optimizer']} greedy)"
+            if m["objective_function"]
+            else ""
+        ),
+        f"rows read {pool['rows_read']}: usable {pool['usable']}, rejected {pool['rejected']}, "
+        f"exact duplicates {pool['duplicates']}",
+    ]
+    if m["objective"] is not None:
+        ratio = f", {m['bound_ratio']:.1%} of the bound" if m["bound_ratio"] else ""
+        bound = m["upper_bound"]
+        lines.append(
+            f"objective {m['objective']:.4f}; upper bound on the optimum {bound:.4f}{ratio}"
+        )
+    if m["kernel"] and "pairs_scored" in m["kernel"]:
+        lines.append(f"pairs scored {m['kernel']['pairs_scored']:,}")
+    total = sum(m["timings_s"].values())
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
+    lines.append(f"time {total:.1f}s ({phases})")
+    lines.append(f"outputs in {result.directory}/:")
+    lines += [f"  {p.name}" for p in result.files.values()]
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
-"""Progress bars for long phases (scoring, greedy), on stderr."""
+"""Progress of long phases (scoring, greedy): the callback type, and the bar on stderr."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
-from tqdm.auto import tqdm
+ProgressFn = Callable[[int, int], None]  # (done, total)
 
 
-class Progress:
-    """A context-managed progress bar; `update_to(done, total)` fits the scorer's callbacks."""
+class ProgressBar:
+    """A context-managed progress bar on stderr; `update_to` is a ProgressFn."""
 
     def __init__(self, desc: str, total: int, unit: str = "it") -> None:
+        from tqdm.auto import tqdm  # here: the selection core imports this module for ProgressFn
+
         interactive = sys.stderr.isatty()
         self._bar = tqdm(
             total=total,
@@ -29,7 +32,7 @@ class Progress:
             self._bar.total = total
         self._bar.update(done - self._bar.n)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from delift_ray.errors import DeliftError
+from delift_ray.errors import DeliftError, first_line
 
 PLAIN_TEMPLATE = (
     "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
@@ -274,7 +274,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except RecursionError:
             raise DeliftError(f"config: {p} is nested too deeply") from None
         except (yaml.YAMLError, ValueError) as e:  # ValueError: e.g. an int over Python's limit
-            raise DeliftError(f"config: {p} is not valid YAML: {_first_line(e)}") from None
+            raise DeliftError(f"config: {p} is not valid YAML: {first_line(e)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -290,10 +290,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain data (for manifests)."""
     return dataclasses.asdict(cfg)
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 _SHORT = reprlib.Repr()

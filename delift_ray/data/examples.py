@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from delift_ray.config import DataConfig
-from delift_ray.errors import DeliftError
+from delift_ray.errors import DeliftError, first_line
 from delift_ray.files import atomic_path, atomic_write_bytes
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -168,7 +168,7 @@ def _list_files(path: str) -> tuple[pafs.FileSystem, list[tuple[str, str]], str]
         else:
             listing = []
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise DeliftError(f"data: cannot open {path}: {_first_line(e)}") from None
+        raise DeliftError(f"data: cannot open {path}: {first_line(e)}") from None
     if info.type == pafs.FileType.NotFound:
         raise DeliftError(f"data: path not found: {path}")
     if info.type == pafs.FileType.File:
@@ -216,7 +216,7 @@ def _jsonl_rows(
                     if line.strip():
                         yield source, lineno, _parse_line(line.rstrip(b"\r"))
         except OSError as e:
-            raise DeliftError(f"data: cannot read {source}: {_first_line(e)}") from None
+            raise DeliftError(f"data: cannot read {source}: {first_line(e)}") from None
 
 
 def _lines(stream: Any) -> Iterator[bytes]:
@@ -243,7 +243,7 @@ def _parse_line(line: bytes) -> dict[str, Any] | str:
     except RecursionError:
         return "invalid JSON: nested too deeply"
     except ValueError as e:  # valid JSON Python refuses, e.g. an integer over the digit limit
-        return f"invalid JSON: {_first_line(e)}"
+        return f"invalid JSON: {first_line(e)}"
     if not isinstance(value, dict):
         return f"not a JSON object (got {_type_name(value)})"
     return value
@@ -253,7 +253,7 @@ def _open_parquet(fs: pafs.FileSystem, source: str, fs_path: str) -> pq.ParquetF
     try:
         return pq.ParquetFile(fs.open_input_file(fs_path))
     except (OSError, pa.ArrowException) as e:
-        raise DeliftError(f"data: cannot read Parquet file {source}: {_first_line(e)}") from None
+        raise DeliftError(f"data: cannot read Parquet file {source}: {first_line(e)}") from None
 
 
 def _parquet_schema(fs: pafs.FileSystem, files: list[tuple[str, str]]) -> pa.Schema:
@@ -271,7 +271,7 @@ def _parquet_schema(fs: pafs.FileSystem, files: list[tuple[str, str]]) -> pa.Sch
             first = next((s for s, sch in schemas[:k] if not _unifies(sch, other)), schemas[0][0])
             raise DeliftError(
                 f"data: Parquet files {first} and {source} have incompatible schemas: "
-                f"{_first_line(e)}"
+                f"{first_line(e)}"
             ) from None
     return schema
 
@@ -297,9 +297,7 @@ def _parquet_rows(
                     row += 1
                     yield source, row, record
         except (OSError, pa.ArrowException) as e:
-            raise DeliftError(
-                f"data: cannot read Parquet file {source}: {_first_line(e)}"
-            ) from None
+            raise DeliftError(f"data: cannot read Parquet file {source}: {first_line(e)}") from None
         finally:
             pf.close()
 
@@ -407,8 +405,3 @@ def _check_string(value: Any, what: str) -> None:
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

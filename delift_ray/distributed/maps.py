@@ -9,22 +9,22 @@ import numpy as np
 
 from delift_ray.distributed.resources import check_fits
 from delift_ray.errors import DeliftError
-from delift_ray.scoring.blocks import Block, BlockScorer, ScoreJob, TextSet
+from delift_ray.scoring.blocks import Block, BlockWorker, TextSet, WorkerSpec
 from delift_ray.scoring.pairs import block_neighbours, check_k, neighbour_pairs, row_blocks
 
 Report = Callable[[dict[str, Any]], None]
 
 
-class ActorBlockScorer:
-    """A BlockScorer as a Ray Data callable class. A DeliftError (a model that does not load on
+class ActorBlockWorker:
+    """A BlockWorker as a Ray Data callable class. A DeliftError (a model that does not load on
     this node, a store it cannot write) comes back as the block's `error` instead of a remote
     traceback, so the driver can stop with that one line."""
 
-    def __init__(self, job: ScoreJob, sets: Any) -> None:
-        self.worker: BlockScorer | None = None
+    def __init__(self, job: WorkerSpec, sets: Any) -> None:
+        self.worker: BlockWorker | None = None
         self.error = ""
         try:
-            self.worker = BlockScorer(job, sets)
+            self.worker = BlockWorker(job, sets)
         except DeliftError as e:
             self.error = str(e)
 
@@ -35,7 +35,7 @@ class ActorBlockScorer:
         return {k: np.array([o[k] for o in out]) for k in out[0]}
 
     def _score(self, block: Block) -> dict[str, Any]:
-        # the keys of BlockScorer.score's summary, so that good and failed rows stack
+        # the keys of BlockWorker.score's summary, so that good and failed rows stack
         failed = {"block": "", "kind": block.kind, "rows": 0, "tokens": 0, "seconds": 0.0}
         if self.worker is None:
             return {**failed, "error": self.error}
@@ -46,7 +46,7 @@ class ActorBlockScorer:
 
 
 def score_blocks(
-    job: ScoreJob,
+    job: WorkerSpec,
     sets: dict[str, TextSet],
     blocks: list[Block],
     on_block: Report,
@@ -56,14 +56,14 @@ def score_blocks(
     if not blocks:
         return
     if job.scoring.executor == "local":
-        worker = BlockScorer(job, sets, scorer=local_scorer)
+        worker = BlockWorker(job, sets, scorer=local_scorer)
         for block in blocks:
             on_block(worker.score(block))
         return
     _score_on_ray(job, sets, blocks, on_block)
 
 
-def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], on_block: Report):
+def _score_on_ray(job: WorkerSpec, sets: dict[str, TextSet], blocks: list[Block], on_block: Report):
     import ray
 
     cfg = job.scoring
@@ -76,7 +76,7 @@ def _score_on_ray(job: ScoreJob, sets: dict[str, TextSet], blocks: list[Block], 
     rows = [b.to_row() for b in blocks]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(
-        ActorBlockScorer,
+        ActorBlockWorker,
         fn_constructor_kwargs={"job": job, "sets": sets_ref},
         batch_size=1,
         batch_format="numpy",

@@ -8,12 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from delift_ray.errors import DeliftError
+from delift_ray.models.offline import use_offline_hub
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 LOCAL_ONLY_ENV = {
     "RAY_AUTH_MODE": "disabled",  # loopback-only embedded cluster; token auth breaks `ray job`
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -30,8 +26,7 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
     """
     import ray
 
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    offline = use_offline_hub()
     if ray.is_initialized():
         yield "cluster"
         return
@@ -51,7 +46,7 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
         include_dashboard=False,
         dashboard_host="127.0.0.1",
         log_to_driver=False,
-        runtime_env={"env_vars": {k: os.environ[k] for k in OFFLINE_ENV}},
+        runtime_env={"env_vars": offline},
     )
     _embedded = True
     try:

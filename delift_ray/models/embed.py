@@ -8,6 +8,7 @@ import numpy as np
 
 from delift_ray.config import EmbedderConfig
 from delift_ray.errors import DeliftError
+from delift_ray.models.offline import use_offline_hub
 
 
 def embedder_path(cfg: EmbedderConfig) -> str:
@@ -27,7 +28,7 @@ def embedder_path(cfg: EmbedderConfig) -> str:
 
 def embed_texts(texts: list[str], cfg: EmbedderConfig, device: str = "cpu") -> np.ndarray:
     """L2-normalised float32 embeddings of `texts`, one row each."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_offline_hub()
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(embedder_path(cfg), device=device)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ from typing import Any
 from safetensors import SafetensorError
 
 from delift_ray.config import ModelConfig
-from delift_ray.errors import DeliftError
+from delift_ray.errors import DeliftError, first_line
+from delift_ray.models.offline import use_offline_hub
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
 FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -39,7 +39,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError, RuntimeError) as e:
-        raise DeliftError(f"model: cannot load {cfg.path!r}: {_first(e)}") from None
+        raise DeliftError(f"model: cannot load {cfg.path!r}: {first_line(e)}") from None
     if tokenizer.eos_token_id is None:
         raise DeliftError(f"model: the tokenizer of {cfg.path!r} has no EOS token")
     if tokenizer.pad_token_id is None:
@@ -62,7 +62,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
             use_safetensors=None if cfg.allow_pickle_weights else True,
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-        raise DeliftError(f"model: cannot load {cfg.path!r}: {_first(e)}") from None
+        raise DeliftError(f"model: cannot load {cfg.path!r}: {first_line(e)}") from None
     try:
         model.to(cfg.device)
     except (RuntimeError, AssertionError) as e:
@@ -93,7 +93,9 @@ def model_config(cfg: ModelConfig) -> Any:
     try:
         return AutoConfig.from_pretrained(_source(cfg), trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
-        raise DeliftError(f"model: cannot load the config of {cfg.path!r}: {_first(e)}") from None
+        raise DeliftError(
+            f"model: cannot load the config of {cfg.path!r}: {first_line(e)}"
+        ) from None
 
 
 def fingerprint(cfg: ModelConfig) -> str:
@@ -127,7 +129,7 @@ def with_absolute_path(cfg: ModelConfig) -> ModelConfig:
 
 def _source(cfg: ModelConfig) -> str:
     """The local directory or hub id to load from, after safety checks."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_offline_hub()
     local = Path(cfg.path).expanduser()
     if local.exists():
         _check_local_dir(local, cfg.allow_pickle_weights)
@@ -135,11 +137,6 @@ def _source(cfg: ModelConfig) -> str:
     if _looks_like_path(cfg.path):
         raise DeliftError(f"model: model.path does not exist: {cfg.path}")
     return cfg.path
-
-
-def _first(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _check_local_dir(path: Path, allow_pickle: bool) -> None:

@@ -2,7 +2,7 @@
 
 A block is the unit of work and of storage: either d0 for a run of targets ("plain"), or d1 for
 every missing pair of a group of demonstrations ("pairs", grouped by demonstration so each
-prefix is computed once). `BlockScorer` scores a block and writes it to the store before it
+prefix is computed once). `BlockWorker` scores a block and writes it to the store before it
 reports back, so a crash loses at most the blocks in flight. It runs in-process or as a Ray Data
 actor (see `distributed.py`); it knows nothing of the pipeline.
 """
@@ -34,7 +34,7 @@ class TextSet:
 
 
 @dataclass
-class ScoreJob:
+class WorkerSpec:
     """What every scorer of one run shares: model, templates, limits and the store."""
 
     model: ModelConfig
@@ -135,16 +135,16 @@ def _first_per_pair(t: pa.Table) -> pa.Table:
     return t.take(pc.sort_indices(first["_row_min"]))
 
 
-class BlockScorer:
+class BlockWorker:
     """Scores blocks and writes each to the store (in-process, or inside a Ray actor)."""
 
-    def __init__(self, job: ScoreJob, sets: dict[str, TextSet] | Any, scorer: Any = None) -> None:
+    def __init__(self, job: WorkerSpec, sets: dict[str, TextSet] | Any, scorer: Any = None) -> None:
         if not isinstance(sets, dict):  # an ObjectRef when run as a Ray actor
             import ray
 
             sets = ray.get(sets)
         if scorer is None:
-            scorer = build_scorer(job)
+            scorer = load_utility_model(job)
         self.scorer = scorer
         self.ids = {name: s.ids for name, s in sets.items()}
         self.enc = {name: scorer.encode(s.xs, s.ys) for name, s in sets.items()}
@@ -177,17 +177,17 @@ class BlockScorer:
         }
 
 
-def build_scorer(job: ScoreJob) -> Any:
-    """Load the model and wrap it in a UtilityScorer (inside an actor or in-process)."""
+def load_utility_model(job: WorkerSpec) -> Any:
+    """Load the model and wrap it in a UtilityModel (inside an actor or in-process)."""
     import torch
 
     from delift_ray.models.load import load_model
-    from delift_ray.scoring.utility_model import UtilityScorer
+    from delift_ray.scoring.utility_model import UtilityModel
 
     # One intra-op thread per reserved CPU: oversubscribed OpenMP threads spin and can make a
     # CPU forward pass 10-30x slower when actors share cores.
     torch.set_num_threads(max(1, int(job.scoring.cpus_per_actor)))
     lm = load_model(job.model)
-    return UtilityScorer(
+    return UtilityModel(
         lm.model, lm.tokenizer, job.templates, job.scoring, job.max_length, device=lm.device
     )

@@ -21,13 +21,13 @@ from delift_ray.distributed.maps import knn_pairs_on_ray, score_blocks
 from delift_ray.errors import DeliftError
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.models.load import fingerprint, load_tokenizer, max_length, model_config
-from delift_ray.progress import Progress
+from delift_ray.progress import ProgressBar
 from delift_ray.scoring.blocks import (
     POOL,
-    ScoreJob,
     TextSet,
-    build_scorer,
+    WorkerSpec,
     d0_by_index,
+    load_utility_model,
     missing,
     needed_utilities,
     pair_table,
@@ -43,10 +43,10 @@ CROSS = "cross"
 
 
 @dataclass
-class ScoringSetup:
+class Preparation:
     """What scoring needs before any model weights are loaded."""
 
-    job: ScoreJob
+    job: WorkerSpec
     prompts: Prompts
     fingerprint: str
 
@@ -72,7 +72,7 @@ class Plan:
         return sum(t.num_rows for t in self.todo_pairs.values())
 
 
-def setup_scoring(cfg: Config) -> ScoringSetup:
+def prepare(cfg: Config) -> Preparation:
     """Tokenizer, context limit, model fingerprint and the store key; no weights loaded."""
     tokenizer = load_tokenizer(cfg.model)
     limit = max_length(cfg.model, model_config(cfg.model), tokenizer)
@@ -83,8 +83,8 @@ def setup_scoring(cfg: Config) -> ScoringSetup:
         distance=cfg.scoring.distance,
         max_length=limit,
     )
-    job = ScoreJob(cfg.model, cfg.templates, cfg.scoring, limit, store_uri(cfg), key)
-    return ScoringSetup(job=job, prompts=Prompts(tokenizer, cfg.templates, limit), fingerprint=fp)
+    job = WorkerSpec(cfg.model, cfg.templates, cfg.scoring, limit, store_uri(cfg), key)
+    return Preparation(job=job, prompts=Prompts(tokenizer, cfg.templates, limit), fingerprint=fp)
 
 
 def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, EncodedSet]:
@@ -159,7 +159,7 @@ def embed(cfg: Config, s: TextSet, local_scorer: Any = None) -> np.ndarray:
     return model_embeddings(local_scorer.model, local_scorer.prompts.tokenizer, texts)
 
 
-def plan(setup: ScoringSetup, sets: dict[str, TextSet], pairs: dict[str, Any]) -> Plan:
+def plan(setup: Preparation, sets: dict[str, TextSet], pairs: dict[str, Any]) -> Plan:
     """Compare the needed pairs with the store: what is missing, and what was corrupt."""
     job = setup.job
     plain_scan = BlockStore(job.store_uri, job.store_key, "plain").scan()
@@ -178,7 +178,7 @@ def plan(setup: ScoringSetup, sets: dict[str, TextSet], pairs: dict[str, Any]) -
 
 
 def estimate(
-    setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, pool_enc: EncodedSet
+    setup: Preparation, sets: dict[str, TextSet], p: Plan, pool_enc: EncodedSet
 ) -> dict[str, Any]:
     """Pairs and tokens still to score (from token counts of the pool's encoding, no model)."""
     enc = {POOL: pool_enc}
@@ -223,7 +223,7 @@ def print_estimate(est: dict[str, Any], tokens_per_s: float | None, workers: int
 
 
 @dataclass
-class Scored:
+class ScoreReport:
     """What `execute` did: counters for the manifest and the pair blocks it wrote."""
 
     counters: dict[str, Any]
@@ -231,15 +231,15 @@ class Scored:
 
 
 def execute(
-    setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, local_scorer: Any = None
-) -> Scored:
+    setup: Preparation, sets: dict[str, TextSet], p: Plan, local_scorer: Any = None
+) -> ScoreReport:
     """Score d0 for missing targets, then every missing pair; returns counters and blocks."""
     job = setup.job
     counters = {"pairs_scored": 0, "targets_scored_d0": 0, "tokens_scored": 0, "blocks": 0}
     written: dict[str, list[str]] = {"plain": [], "pairs": []}
     start = time.perf_counter()
 
-    def count(kind: str, bar: Progress):
+    def count(kind: str, bar: ProgressBar):
         def on_block(summary: dict[str, Any]) -> None:
             key = "pairs_scored" if kind == "pairs" else "targets_scored_d0"
             counters[key] += int(summary["rows"])
@@ -254,7 +254,7 @@ def execute(
     for kind, todo in (("plain", len(p.todo_plain)), ("pairs", p.pairs_to_score)):
         if todo:
             BlockStore(job.store_uri, job.store_key, kind).check_writable()
-    with Progress("scoring d0", len(p.todo_plain), unit="targets") as bar:
+    with ProgressBar("scoring d0", len(p.todo_plain), unit="targets") as bar:
         score_blocks(job, sets, plain_blocks, count("plain", bar), local_scorer)
     new_d0 = BlockStore(job.store_uri, job.store_key, "plain").read(written["plain"])
     d0 = np.where(np.isnan(p.d0), d0_by_index(new_d0, sets[POOL].ids), p.d0)
@@ -265,15 +265,15 @@ def execute(
         for name, t in p.todo_pairs.items()
         for b in plan_pairs(t, name, d0, job.scoring.demos_per_block)
     ]
-    with Progress("scoring pairs", p.pairs_to_score, unit="pairs") as bar:
+    with ProgressBar("scoring pairs", p.pairs_to_score, unit="pairs") as bar:
         score_blocks(job, sets, blocks, count("pairs", bar), local_scorer)
     seconds = time.perf_counter() - start
     counters["pairs_per_second"] = round(counters["pairs_scored"] / seconds, 1) if seconds else None
-    return Scored(counters, written["pairs"])
+    return ScoreReport(counters, written["pairs"])
 
 
 def reduce(
-    cfg: Config, setup: ScoringSetup, sets: dict[str, TextSet], p: Plan, scored: Scored
+    cfg: Config, setup: Preparation, sets: dict[str, TextSet], p: Plan, scored: ScoreReport
 ) -> tuple[Any, Any, pa.Table]:
     """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities).
 
@@ -308,6 +308,6 @@ def reduce(
     return kernels[POOL], kernels.get(CROSS), pa.concat_tables(tables)
 
 
-def build_local_scorer(setup: ScoringSetup) -> Any:
+def load_local_model(setup: Preparation) -> Any:
     """The in-process scorer (local executor, calibration, self-embeddings)."""
-    return build_scorer(setup.job)
+    return load_utility_model(setup.job)

@@ -37,9 +37,8 @@ import numpy as np
 import torch
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
+from delift_ray.progress import ProgressFn
 from delift_ray.scoring.templates import EncodedSet, Prompts
-
-ProgressFn = Callable[[int, int], None]  # (sequences done, total)
 
 
 @dataclass
@@ -58,7 +57,7 @@ class _Past:
         return _Past(cache, self.mask[rows], self.length[rows])
 
 
-class UtilityScorer:
+class UtilityModel:
     """Scores d0 and d1 with a causal LM that already lives on `device`."""
 
     def __init__(

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from delift_ray.errors import DeliftError
+from delift_ray.progress import ProgressFn
 from delift_ray.selection.objectives import Objective, State
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -89,7 +88,7 @@ def naive_greedy(
     obj: Objective,
     budget: int,
     candidates: Sequence[int] | np.ndarray | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> Selection:
     """Plain greedy: re-evaluate every remaining candidate at every step."""
     remaining = _ground_set(obj, budget, candidates)
@@ -116,7 +115,7 @@ def lazy_greedy(
     obj: Objective,
     budget: int,
     candidates: Sequence[int] | np.ndarray | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> Selection:
     """Lazy greedy (Minoux 1978): a max-heap of stale gains, which only ever shrink."""
     ground = _ground_set(obj, budget, candidates)
@@ -156,7 +155,7 @@ def stochastic_greedy(
     epsilon: float = 0.01,
     seed: int = 0,
     candidates: Sequence[int] | np.ndarray | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> Selection:
     """Stochastic greedy (Mirzasoleiman et al. 2015): best of a random sample at each step."""
     if not 0 < epsilon < 1:
@@ -195,7 +194,7 @@ def greedy(
     epsilon: float = 0.01,
     seed: int = 0,
     candidates: Sequence[int] | np.ndarray | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> Selection:
     """Select exactly budget candidates with the named optimizer: naive, lazy or stochastic."""
     if optimizer == "naive":

@@ -15,7 +15,7 @@ from delift_ray.config import Config
 from delift_ray.data.examples import ExampleSet
 from delift_ray.errors import DeliftError
 from delift_ray.models.embed import embed_texts
-from delift_ray.progress import Progress
+from delift_ray.progress import ProgressBar
 from delift_ray.selection.greedy import Selection
 from delift_ray.selection.kernels import cosine_kernel
 from delift_ray.selection.objectives import (
@@ -53,7 +53,7 @@ def objective_for(cfg: Config, kernels: Kernels) -> Objective:
 
 def run_greedy(cfg: Config, kernels: Kernels, ids: list[str], budget: int) -> Selection:
     """Greedy on the stage's objective, central or RandGreeDi per config, with a progress bar."""
-    with Progress("greedy", budget, unit="picks") as bar:
+    with ProgressBar("greedy", budget, unit="picks") as bar:
         return select(
             objective_for(cfg, kernels),
             budget,

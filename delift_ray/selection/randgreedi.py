@@ -24,7 +24,8 @@ import scipy.sparse as sp
 from delift_ray.config import SelectionConfig
 from delift_ray.distributed.session import ray_session
 from delift_ray.errors import DeliftError
-from delift_ray.selection.greedy import Progress, Selection, finish_selection, greedy
+from delift_ray.progress import ProgressFn
+from delift_ray.selection.greedy import Selection, finish_selection, greedy
 from delift_ray.selection.objectives import Objective
 
 MODES = ("auto", "central", "randgreedi")
@@ -87,7 +88,7 @@ def randgreedi(
     seed: int = 0,
     optimizer: str = "lazy",
     epsilon: float = 0.01,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> Selection:
     """RandGreeDi on Ray (parts = 0: automatic); indices are obj's candidate indices."""
     _check(obj, budget, ids)
@@ -127,7 +128,7 @@ def select(
     central_max_nonzeros: int = SelectionConfig.central_max_nonzeros,
     optimizer: str = "lazy",
     epsilon: float = 0.01,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> Selection:
     """Central greedy, or RandGreeDi when asked (or, for auto, when the kernel is too big)."""
     if mode not in MODES:

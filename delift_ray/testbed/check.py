@@ -2,7 +2,7 @@
 
 From a pool's clean rows (not wrong, not off-task, not near-duplicates), `per_kind` rows of each
 kind are sampled; every sampled row is a target and a demonstration, and U[i, j] = d0[i] -
-d1[i, j] is scored for all pairs i != j with delift_ray.utility.UtilityScorer under the default
+d1[i, j] is scored for all pairs i != j with delift_ray.utility.UtilityModel under the default
 templates. Per target i: same_i = mean U[i, j] over same-kind j, other_i = mean over other-kind
 j. Per kind: the means of same_i and other_i, their difference (mean of same_i - other_i) and
 its standard error over targets. A kind is accepted when the difference is clearly positive:
@@ -27,7 +27,7 @@ from delift_ray.config import DataConfig, ModelConfig, ScoringConfig, TemplatesC
 from delift_ray.data.examples import read_examples
 from delift_ray.files import atomic_write_bytes
 from delift_ray.models.load import load_model
-from delift_ray.scoring.utility_model import UtilityScorer
+from delift_ray.scoring.utility_model import UtilityModel
 from delift_ray.testbed.tasks import GENERIC_INSTRUCTIONS, KINDS
 
 Z_ACCEPT = 3.0
@@ -87,7 +87,7 @@ def utilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(d0, U) of every example against every other (U's diagonal is NaN)."""
     loaded = load_model(ModelConfig(path=str(model_path), device=device))
-    scorer = UtilityScorer(
+    scorer = UtilityModel(
         loaded.model, loaded.tokenizer, TemplatesConfig(), ScoringConfig(), loaded.max_length
     )
     enc = scorer.encode(xs, ys)

@@ -88,7 +88,7 @@ def run_select(
     fingerprint = None
     if cfg.method in SCORED_METHODS:
         with timer("prepare"):
-            setup = st.setup_scoring(cfg)
+            setup = st.prepare(cfg)
             fingerprint = setup.fingerprint
             pool, pool_enc = st.drop_unscorable(setup.prompts, pool)
             sets["pool"] = pool
@@ -116,7 +116,7 @@ def run_select(
 
 def score_delift(
     cfg: Config,
-    setup: st.ScoringSetup,
+    setup: st.Preparation,
     pool: ExampleSet,
     pool_enc: EncodedSet,
     cross: ExampleSet | None,
@@ -127,7 +127,7 @@ def score_delift(
     sets = st.text_sets(pool, cross)
     local = cfg.scoring.executor == "local" or cfg.pairs.embedder == "self"
     with timer("load_model"):
-        scorer: Any = st.build_local_scorer(setup) if local else None
+        scorer: Any = st.load_local_model(setup) if local else None
     on_ray = st.search_on_ray(cfg, len(pool.examples))
     with timer("pairs"), ray_session() if on_ray else nullcontext():
         pairs = st.choose_pairs(cfg, sets, scorer)

@@ -55,7 +55,7 @@ def test_killed_scoring_actor_does_not_change_the_selection(
         while len(pair_blocks(tmp_path / "ray-store")) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if "BlockScorer" in " ".join(proc.info["cmdline"] or []):
+            if "BlockWorker" in " ".join(proc.info["cmdline"] or []):
                 os.kill(proc.info["pid"], signal.SIGKILL)
                 killed.append(proc.info["pid"])
                 return

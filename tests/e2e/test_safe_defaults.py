@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from delift_ray.config import ModelConfig, load_config
-from delift_ray.distributed.session import LOCAL_ONLY_ENV, OFFLINE_ENV, ray_session
+from delift_ray.distributed.session import LOCAL_ONLY_ENV, ray_session
 from delift_ray.errors import DeliftError
 from delift_ray.models.load import load_model
+from delift_ray.models.offline import OFFLINE_ENV
 
 pytestmark = pytest.mark.timeout(300)
 

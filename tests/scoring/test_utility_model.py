@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
 from delift_ray.models.tiny import build_model, build_tokenizer
-from delift_ray.scoring.utility_model import UtilityScorer
+from delift_ray.scoring.utility_model import UtilityModel
 
 XS = [
     "Instruction: Reverse the word.\nInput: cat\n",
@@ -54,16 +54,14 @@ SHARING_CASES = [
 ]
 
 
-def scorer_for(
-    lm, distance="d", batching=(8192, 64), max_length=256, sharing=True
-) -> UtilityScorer:
+def scorer_for(lm, distance="d", batching=(8192, 64), max_length=256, sharing=True) -> UtilityModel:
     """A scorer over the `lm` fixture with the default templates."""
     model, tok = lm
     tokens, size = batching
     scoring = ScoringConfig(
         distance=distance, max_batch_tokens=tokens, max_batch_size=size, prefix_sharing=sharing
     )
-    return UtilityScorer(model, tok, TemplatesConfig(), scoring, max_length)
+    return UtilityModel(model, tok, TemplatesConfig(), scoring, max_length)
 
 
 def reference_probs(model, ids: np.ndarray, scored: np.ndarray) -> list[float]:
@@ -189,7 +187,7 @@ def test_scored_positions_by_hand_are_the_response_and_closing_eos(distance):
     templates = TemplatesConfig(
         plain="Q: {query}\n", with_example="E:\n{example_prompt}\n{example_response}\nQ: {query}\n"
     )
-    scorer = UtilityScorer(model, tok, templates, ScoringConfig(distance=distance), max_length=64)
+    scorer = UtilityModel(model, tok, templates, ScoringConfig(distance=distance), max_length=64)
     enc = scorer.encode(["ab\n", "xy\n"], [" cd", " z"])
     got = [scorer.plain(enc, [0])[0], scorer.pairs(enc, enc, [0], [1])[0]]
     for (ids, scored), value in zip(cases, got, strict=True):

@@ -10,7 +10,7 @@ import pytest
 from delift_ray.config import ModelConfig, ScoringConfig, TemplatesConfig, load_config
 from delift_ray.distributed.maps import knn_pairs_on_ray, score_blocks
 from delift_ray.errors import DeliftError
-from delift_ray.scoring.blocks import POOL, ScoreJob, TextSet, plan_plain
+from delift_ray.scoring.blocks import POOL, TextSet, WorkerSpec, plan_plain
 from delift_ray.scoring.pairs import knn_pairs
 from delift_ray.workflows.select import run_select
 
@@ -106,7 +106,7 @@ def test_an_actors_error_reaches_the_driver_as_one_line(
     tmp_path, tiny_model_dir, ray_local, model, store, message
 ):
     (tmp_path / "file").write_text("a file where a directory should be")
-    job = ScoreJob(
+    job = WorkerSpec(
         ModelConfig(path=str(tmp_path / model) if model else tiny_model_dir),
         TemplatesConfig(),
         ScoringConfig(executor="ray"),
