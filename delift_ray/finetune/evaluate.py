@@ -27,6 +27,7 @@ from delift_ray.data.examples import ExampleSet, read_examples
 from delift_ray.distributed.resources import check_fits
 from delift_ray.distributed.session import ray_session
 from delift_ray.errors import DeliftError
+from delift_ray.files import prepare_output_dir, write_json, write_parquet
 from delift_ray.finetune.train import (
     Layout,
     collate,
@@ -37,7 +38,7 @@ from delift_ray.finetune.train import (
 )
 from delift_ray.models.embed import embed_texts
 from delift_ray.models.load import fingerprint, load_model, load_tokenizer, max_length, model_config
-from delift_ray.workflows.outputs import prepare_output_dir, versions, write_json, write_parquet
+from delift_ray.versions import package_versions
 
 _SPACES = re.compile(r"\s+")
 _EDGES = string.punctuation + " "
@@ -193,7 +194,7 @@ def run_eval(cfg: Config) -> EvalResult:
     started = time.perf_counter()
     if cfg.eval.test is None:
         raise DeliftError("config: eval needs eval.test.path (the held-out test set)")
-    out = prepare_output_dir(cfg)
+    out = prepare_output_dir(cfg.output_dir)
     test = read_examples(cfg.eval.test)
     others = {"pool": cfg.data, "target": cfg.target, "existing": cfg.existing}
     check_disjoint(test, {k: read_examples(d) for k, d in others.items() if d is not None})
@@ -222,7 +223,7 @@ def run_eval(cfg: Config) -> EvalResult:
         "executor": cfg.eval.executor,
         "generate_s": round(gen_s, 3),
         "wall_s": round(time.perf_counter() - started, 3),
-        "versions": versions(),
+        "versions": package_versions(),
         "config": config_to_dict(cfg),
     }
     write_json(summary, summary_path)

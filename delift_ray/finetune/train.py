@@ -32,6 +32,7 @@ from delift_ray.data.examples import read_examples
 from delift_ray.distributed.resources import check_fits
 from delift_ray.distributed.session import ray_session
 from delift_ray.errors import DeliftError
+from delift_ray.files import prepare_output_dir, write_json
 from delift_ray.models.load import (
     fingerprint,
     load_model,
@@ -41,7 +42,7 @@ from delift_ray.models.load import (
     with_absolute_path,
 )
 from delift_ray.scoring.templates import wants_bos
-from delift_ray.workflows.outputs import prepare_output_dir, versions, write_json
+from delift_ray.versions import package_versions
 
 IGNORE = -100
 MAX_GRAD_NORM = 1.0
@@ -353,7 +354,7 @@ def run_train(cfg: Config, fault_marker: str | None = None) -> TrainResult:
         raise DeliftError("config: train needs model.path (the model to fine-tune)")
     # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
     cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
-    out = prepare_output_dir(cfg)
+    out = prepare_output_dir(cfg.output_dir)
     source = subset_path(cfg)
     rows = read_examples(dataclasses.replace(cfg.data, path=source))
     tokenizer = load_tokenizer(cfg.model)
@@ -400,7 +401,7 @@ def run_train(cfg: Config, fault_marker: str | None = None) -> TrainResult:
         "output_model": str(model_dir),
         "base_model_fingerprint": base,
         "model_fingerprint": fingerprint(ModelConfig(path=str(model_dir), dtype=cfg.model.dtype)),
-        "versions": versions(),
+        "versions": package_versions(),
         "config": config_to_dict(cfg),
     }
     manifest_path = out / "train_manifest.json"

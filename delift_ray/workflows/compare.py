@@ -46,11 +46,10 @@ from delift_ray.config import (
 from delift_ray.data.examples import read_examples
 from delift_ray.distributed.session import ray_session
 from delift_ray.errors import DeliftError
-from delift_ray.files import atomic_path
+from delift_ray.files import prepare_output_dir, write_text
 from delift_ray.finetune.evaluate import run_eval
 from delift_ray.finetune.train import output_model_path, run_train
 from delift_ray.workflows import compare_plots as plots
-from delift_ray.workflows.outputs import prepare_output_dir
 from delift_ray.workflows.select import run_select
 
 METRICS = {
@@ -214,7 +213,7 @@ def run_compare(cfg: Config) -> CompareResult:
     if cfg.eval.test is None:
         raise DeliftError("config: compare needs eval.test.path (the held-out test set)")
     cfg = absolute_paths(cfg)
-    root = prepare_output_dir(cfg)
+    root = prepare_output_dir(cfg.output_dir)
     arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
     runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}
     ran: Counter[str] = Counter()
@@ -337,13 +336,6 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path
     writer.writerow(columns)
     writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
     return write_text(buf.getvalue(), path)
-
-
-def write_text(text: str, path: Path) -> Path:
-    """Write UTF-8 text atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
 
 
 def _cell(value: Any) -> str:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import platform
 from contextlib import ExitStack
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,12 @@ import pyarrow.parquet as pq
 from delift_ray.config import Config, config_to_dict
 from delift_ray.data.examples import ExampleSet, reject_table, write_subset
 from delift_ray.errors import DeliftError
-from delift_ray.files import atomic_path
+from delift_ray.files import atomic_path, prepare_output_dir, write_parquet
 from delift_ray.selection.greedy import Selection
 from delift_ray.selection.methods import Kernels
+from delift_ray.versions import package_versions
 
 OBJECTIVE_NAMES = {"instruction": "FL", "task": "FLMI", "continual": "FLCG"}
-VERSIONED = ("delift-ray", "torch", "transformers", "ray", "numpy", "scipy", "pyarrow")
 
 
 @dataclass
@@ -48,7 +46,7 @@ def write_outputs(
     All or nothing: every file is written under a temporary name first and the set is renamed
     into place only when all writes succeeded (a full disk leaves the previous outputs intact).
     """
-    out = prepare_output_dir(cfg)
+    out = prepare_output_dir(cfg.output_dir)
     pool = sets["pool"]
     chosen = [pool.ids[k] for k in selection.indices]
     files = {
@@ -83,23 +81,6 @@ def write_rejects(cfg: Config, sets: dict[str, ExampleSet]) -> Path:
     """Write rejects.parquet alone (a run that stops because no row was usable)."""
     path = Path(cfg.output_dir) / "rejects.parquet"
     write_parquet(reject_table([r for s in sets.values() for r in s.rejects]), path)
-    return path
-
-
-def prepare_output_dir(cfg: Config) -> Path:
-    """Create output_dir and check it is writable, before any work is done."""
-    return writable_dir(Path(cfg.output_dir), "output")
-
-
-def writable_dir(path: Path, what: str) -> Path:
-    """Create `path` and write a file there; one-line DeliftError (`what: ...`) if either fails."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / ".write-check") as tmp:
-            tmp.write_bytes(b"")
-        (path / ".write-check").unlink()
-    except OSError as e:
-        raise DeliftError(f"{what}: cannot write to {path}: {e.strerror or e}") from None
     return path
 
 
@@ -151,32 +132,9 @@ def build_manifest(
         "timings_s": timings,
         "model_fingerprint": fingerprint,
         "files": {k: p.name for k, p in files.items()},
-        "versions": versions(),
+        "versions": package_versions(),
         "config": config_to_dict(cfg),
     }
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a result."""
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file atomically."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically (UTF-8, indented)."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def _kernel_stats(kernels: Kernels | None) -> dict[str, Any] | None:

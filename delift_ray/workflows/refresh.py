@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from delift_ray.config import Config, resolve_budget, store_uri
 from delift_ray.data.examples import ExampleSet, read_examples
 from delift_ray.errors import DeliftError
-from delift_ray.workflows.outputs import RunOutputs, writable_dir, write_parquet
+from delift_ray.files import writable_dir, write_parquet
+from delift_ray.workflows.outputs import RunOutputs
 from delift_ray.workflows.select import run_select
 
 LATEST = "latest"

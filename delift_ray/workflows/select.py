@@ -18,6 +18,7 @@ from delift_ray.config import SCORED_METHODS, Config, resolve_budget
 from delift_ray.data.examples import ExampleSet, read_examples
 from delift_ray.distributed.session import ray_session
 from delift_ray.errors import DeliftError
+from delift_ray.files import prepare_output_dir
 from delift_ray.scoring import stage as st
 from delift_ray.scoring.templates import EncodedSet
 from delift_ray.selection.greedy import Selection
@@ -32,7 +33,6 @@ from delift_ray.selection.methods import (
 )
 from delift_ray.workflows.outputs import (
     RunOutputs,
-    prepare_output_dir,
     write_outputs,
     write_rejects,
 )
@@ -77,7 +77,7 @@ def run_select(
     """
     timer = PhaseTimer()
     if not dry_run:
-        prepare_output_dir(cfg)
+        prepare_output_dir(cfg.output_dir)
     with timer("read"):
         sets = dict(sets) if sets is not None else read_sets(cfg)
     pool, cross = sets["pool"], cross_set(cfg, sets)
