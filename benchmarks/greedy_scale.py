@@ -23,6 +23,7 @@ import numpy as np
 import ray
 import scipy.sparse as sp
 
+from delift_ray.distributed.maps import task_map
 from delift_ray.distributed.session import ray_session
 from delift_ray.selection.greedy import Selection, lazy_greedy, stochastic_greedy
 from delift_ray.selection.kernels import utility_kernel
@@ -97,7 +98,8 @@ def main() -> None:
         start = time.perf_counter()
         workers = int(ray.cluster_resources()["CPU"])
         tiny, names = facility_location(np.eye(64)), [str(j) for j in range(64)]
-        randgreedi(tiny, 1, names, parts=workers)  # warm-up: workers start, import delift_ray
+        # warm-up: workers start, import delift_ray
+        randgreedi(tiny, 1, names, parts=workers, map_fn=task_map)
         warm = time.perf_counter() - start
         print(
             f"Ray: {where}, {workers} logical CPUs; warm-up (workers start, import delift_ray) "
@@ -113,10 +115,9 @@ def main() -> None:
             parts = args.parts or auto_parts(args.n, budget)
             ref = timed(partial(lazy_greedy, obj, budget))
             stochastic = timed(partial(stochastic_greedy, obj, budget, args.epsilon, args.seed))
-            distributed = timed(partial(randgreedi, obj, budget, ids, parts, args.seed))
-            sampled = timed(
-                partial(randgreedi, obj, budget, ids, parts, args.seed, "stochastic", args.epsilon)
-            )
+            on_ray = partial(randgreedi, obj, budget, ids, parts, args.seed, map_fn=task_map)
+            distributed = timed(on_ray)
+            sampled = timed(partial(on_ray, optimizer="stochastic", epsilon=args.epsilon))
             print(row(budget, "central lazy", ref, ref))
             print(row(budget, f"stochastic (eps {args.epsilon})", stochastic, ref))
             print(row(budget, f"RandGreeDi (m={parts}, lazy)", distributed, ref))

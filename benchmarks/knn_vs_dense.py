@@ -40,7 +40,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import scipy.sparse as sp
 
 from delift_ray.config import DataConfig, EmbedderConfig, load_config
-from delift_ray.data.examples import Example, read_examples
+from delift_ray.data.examples import Example
+from delift_ray.data.read import read_examples
 from delift_ray.models.demo_model import ensure_demo_model
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.scoring.pairs import knn_pairs, random_pairs, union_pairs

@@ -36,7 +36,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from delift_ray.config import DataConfig, ScoringConfig, TemplatesConfig
-from delift_ray.data.examples import read_examples
+from delift_ray.data.read import read_examples
 from delift_ray.models.tiny import build_model, build_tokenizer
 from delift_ray.scoring.templates import EncodedSet
 from delift_ray.scoring.utility_model import UtilityModel

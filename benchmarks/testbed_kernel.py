@@ -29,11 +29,11 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from delift_ray.config import load_config
+from delift_ray.config import load_config, store_uri
 from delift_ray.scoring import stage as st
 from delift_ray.selection.greedy import lazy_greedy
-from delift_ray.selection.methods import cross_set
 from delift_ray.selection.objectives import facility_location
+from delift_ray.selection.stages import STAGES
 from delift_ray.workflows.select import PhaseTimer, read_sets, score_delift
 
 ROLES = ("clean", "near-dup", "wrong, detectable", "wrong, plausible", "off-task")
@@ -59,14 +59,15 @@ def pool_kernels(compare: Path, model: str) -> tuple[dict[str, sp.csr_matrix], l
         yaml.safe_dump(manifest["config"], f)
         cfg = load_config(f.name, [f"model.path={model}", "scoring.executor=local"])
     sets = read_sets(cfg)
-    setup = st.prepare(cfg)
+    setup = st.prepare(cfg.model, cfg.templates, cfg.scoring, store_uri(cfg))
     pool, enc = st.drop_unscorable(setup.prompts, sets["pool"])
     kernels = {}
     for scaling in ("minmax", "clip"):
         scaled = dataclasses.replace(
             cfg, selection=dataclasses.replace(cfg.selection, scaling=scaling)
         )
-        built = score_delift(scaled, setup, pool, enc, cross_set(cfg, sets), PhaseTimer(), False)
+        cross = STAGES[cfg.stage].cross_set(sets)
+        built = score_delift(scaled, setup, pool, enc, cross, PhaseTimer(), False)
         if built is None or built.stats.get("pairs_scored", 0):
             raise SystemExit("the store did not hold every pair: run benchmarks/testbed.sh first")
         kernels[scaling] = built.pool.tocsr()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from delift_ray.errors import DeliftError
@@ -65,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def job_main(command: str) -> Callable[[Sequence[str] | None], int]:
+    """The `ray job submit` entry point of one subcommand: main(argv) = `delift-ray <command> argv`
+    (argv defaults to sys.argv[1:]); returns the exit code."""
+
+    def run(argv: Sequence[str] | None = None) -> int:
+        return main([command, *(sys.argv[1:] if argv is None else argv)])
+
+    return run
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument(
@@ -81,7 +91,7 @@ def _select(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
     from delift_ray.workflows.select import run_select
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, args.command)
     result = run_select(cfg, dry_run=args.dry_run)
     if result is not None:
         print("\n".join(_select_summary(result)))
@@ -92,16 +102,16 @@ def _refresh(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
     from delift_ray.workflows.refresh import run_refresh
 
-    result = run_refresh(load_config(args.config, args.overrides))
+    result = run_refresh(load_config(args.config, args.overrides, args.command))
     print("\n".join(_select_summary(result)))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
-    from delift_ray.finetune.train import run_train
+    from delift_ray.finetune.driver import run_train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, args.command)
     m = run_train(cfg).manifest
     losses = " -> ".join(f"{x:.4f}" for x in m["losses"])
     print(
@@ -118,7 +128,7 @@ def _eval(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
     from delift_ray.finetune.evaluate import run_eval
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, args.command)
     result = run_eval(cfg)
     metrics = result.summary["metrics"]
     shown = ", ".join(
@@ -133,7 +143,7 @@ def _compare(args: argparse.Namespace) -> int:
     from delift_ray.config import load_config
     from delift_ray.workflows.compare import run_compare, summary_lines
 
-    result = run_compare(load_config(args.config, args.overrides))
+    result = run_compare(load_config(args.config, args.overrides, args.command))
     print("\n".join(summary_lines(result)))
     return 0
 

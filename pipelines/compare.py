@@ -16,15 +16,10 @@ job, so the Ray stages run on that cluster; run outside Ray this module behaves 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from delift_ray.cli import main as cli_main
+from delift_ray.cli import job_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `delift-ray compare` with these arguments and return its exit code."""
-    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
-
+main = job_main("compare")
 
 if __name__ == "__main__":
     sys.exit(main())

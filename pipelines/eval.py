@@ -17,15 +17,10 @@ outside Ray this module behaves exactly like `delift-ray eval`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from delift_ray.cli import main as cli_main
+from delift_ray.cli import job_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `delift-ray eval` with these arguments and return its exit code."""
-    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
-
+main = job_main("eval")
 
 if __name__ == "__main__":
     sys.exit(main())

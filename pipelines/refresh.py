@@ -10,15 +10,10 @@ As for pipelines.select: give paths every node can reach (absolute or object-sto
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from delift_ray.cli import main as cli_main
+from delift_ray.cli import job_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `delift-ray refresh` with these arguments and return its exit code."""
-    return cli_main(["refresh", *(sys.argv[1:] if argv is None else argv)])
-
+main = job_main("refresh")
 
 if __name__ == "__main__":
     sys.exit(main())

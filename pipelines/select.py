@@ -15,15 +15,10 @@ module behaves exactly like `delift-ray select` (a local Ray is started only whe
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from delift_ray.cli import main as cli_main
+from delift_ray.cli import job_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `delift-ray select` with these arguments and return its exit code."""
-    return cli_main(["select", *(sys.argv[1:] if argv is None else argv)])
-
+main = job_main("select")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,15 +18,10 @@ behaves exactly like `delift-ray train` (a local Ray is started for the run).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from delift_ray.cli import main as cli_main
+from delift_ray.cli import job_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `delift-ray train` with these arguments and return its exit code."""
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
+main = job_main("train")
 
 if __name__ == "__main__":
     sys.exit(main())

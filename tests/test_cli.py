@@ -85,3 +85,17 @@ def test_pool_without_usable_rows_points_to_a_rejects_file_that_exists(tmp_path)
 
     rejects = pq.read_table(out / "rejects.parquet").to_pydict()
     assert rejects["row"] == [1, 2]
+
+
+def test_each_command_checks_only_the_config_sections_it_uses(tmp_path):
+    bad = ["--config", "pipelines/configs/instruction.yaml", "--set", "train.lora_dropout=1.5"]
+    out = ["--set", f"output_dir={tmp_path}/out"]
+    proc = run("select", *bad, *out, "--set", "method=random", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "plan: method random, select 87 of 290" in proc.stdout
+    for command in ("train", "compare"):
+        proc = run(command, *bad, *out)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "delift-ray: error: config: train.lora_dropout must be in [0, 1)"
+        )

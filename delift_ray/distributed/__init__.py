@@ -1,1 +1,2 @@
-"""Ray lives here: the one session, resource checks, and the maps every stage runs on Ray with."""
+"""Ray lives here: the run's one session, resource checks, the two maps every stage runs on Ray
+with, and the gang of Ray Train workers."""

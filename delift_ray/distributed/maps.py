@@ -1,134 +1,157 @@
-"""Ray lives here: score blocks on a Ray Data actor pool (or in-process), report progress."""
+"""The two maps every stage runs on Ray with: an actor pool (a worker built once per actor, fed
+batches of rows) and Ray tasks (a function applied to each item).
+
+Both start Ray through the run's session (`using_ray`), put large shared objects in the object
+store once and hand back results in input order, like `map`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from delift_ray.distributed.resources import check_fits
-from delift_ray.errors import DeliftError
-from delift_ray.scoring.blocks import Block, BlockWorker, TextSet, WorkerSpec
-from delift_ray.scoring.pairs import block_neighbours, check_k, neighbour_pairs, row_blocks
+from delift_ray.distributed.session import using_ray
+from delift_ray.errors import DeliftError, first_line
 
-Report = Callable[[dict[str, Any]], None]
+R = TypeVar("R")
+Batch = dict[str, np.ndarray]
+INDEX = "_delift_index"  # each row's position in the input, carried through the worker
+ERROR = "_delift_error"  # a DeliftError's first line, "" where the worker succeeded
 
 
-class ActorBlockWorker:
-    """A BlockWorker as a Ray Data callable class. A DeliftError (a model that does not load on
-    this node, a store it cannot write) comes back as the block's `error` instead of a remote
-    traceback, so the driver can stop with that one line."""
+class ActorSettings(Protocol):
+    """How many actors, and what each one reserves (a config section such as scoring or eval)."""
 
-    def __init__(self, job: WorkerSpec, sets: Any) -> None:
-        self.worker: BlockWorker | None = None
+    @property
+    def actors(self) -> int:
+        """Actors in the pool (at most one per row)."""
+        ...
+
+    @property
+    def cpus_per_actor(self) -> float:
+        """CPUs each actor reserves (fractional: see ray_session's logical CPUs)."""
+        ...
+
+    @property
+    def gpus_per_actor(self) -> float:
+        """GPUs each actor reserves."""
+        ...
+
+
+class _PoolActor:
+    """One actor of an actor_map: builds the worker once, from its arguments in the object
+    store, and feeds it batches. A DeliftError (a model this node cannot load, a store it cannot
+    write) comes back as the batch's one-line ERROR instead of a remote traceback."""
+
+    def __init__(self, worker: Callable[..., Callable[[Batch], Batch]], kwargs: dict) -> None:
+        import ray
+
+        self.worker: Callable[[Batch], Batch] | None = None
         self.error = ""
         try:
-            self.worker = BlockWorker(job, sets)
+            self.worker = worker(**dict(zip(kwargs, ray.get(list(kwargs.values())))))
         except DeliftError as e:
-            self.error = str(e)
+            self.error = first_line(e)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Score every block row of a numpy batch; one summary row per block."""
-        rows = [{k: batch[k][n] for k in batch} for n in range(len(batch["kind"]))]
-        out = [self._score(Block.from_row(r)) for r in rows]
-        return {k: np.array([o[k] for o in out]) for k in out[0]}
-
-    def _score(self, block: Block) -> dict[str, Any]:
-        # the keys of BlockWorker.score's summary, so that good and failed rows stack
-        failed = {"block": "", "kind": block.kind, "rows": 0, "tokens": 0, "seconds": 0.0}
-        if self.worker is None:
-            return {**failed, "error": self.error}
-        try:
-            return {**self.worker.score(block), "error": ""}
-        except DeliftError as e:
-            return {**failed, "error": str(e)}
+    def __call__(self, batch: Batch) -> Batch:
+        """The worker's output columns for the batch, plus INDEX and ERROR."""
+        index = batch.pop(INDEX)
+        error = self.error
+        if self.worker is not None:
+            try:
+                return {**self.worker(batch), INDEX: index, ERROR: np.full(len(index), "")}
+            except DeliftError as e:
+                error = first_line(e)
+        return {INDEX: index, ERROR: np.full(len(index), error)}
 
 
-def score_blocks(
-    job: WorkerSpec,
-    sets: dict[str, TextSet],
-    blocks: list[Block],
-    on_block: Report,
-    local_scorer: Any = None,
-) -> None:
-    """Score every block, calling `on_block` with each finished block's summary."""
-    if not blocks:
+def actor_map(
+    worker: Callable[..., Callable[[Batch], Batch]],
+    kwargs: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    settings: ActorSettings,
+    what: str,
+    section: str,
+    batch_size: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Output rows of `worker(**kwargs)` (a callable class, one per actor) over numpy batches of
+    `rows`, in input order; a DeliftError in an actor stops the map as "<line> (in <what>)"."""
+    if not rows:
         return
-    if job.scoring.executor == "local":
-        worker = BlockWorker(job, sets, scorer=local_scorer)
-        for block in blocks:
-            on_block(worker.score(block))
-        return
-    _score_on_ray(job, sets, blocks, on_block)
+    with using_ray():
+        import ray
+
+        hint = f"lower {section}.cpus_per_actor / {section}.gpus_per_actor"
+        check_fits(what, settings.cpus_per_actor, settings.gpus_per_actor, 1, hint)
+        _quiet_ray_data()
+        refs = {name: ray.put(value) for name, value in kwargs.items()}
+        # Named after the worker: Ray Data names the operator, its logs and the actors' process
+        # titles after the class it is given.
+        actor = type(getattr(worker, "__name__", "Worker"), (_PoolActor,), {})
+        blocks = min(len(rows), max(settings.actors, -(-len(rows) // batch_size)))
+        items = [{**row, INDEX: n} for n, row in enumerate(rows)]
+        ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+            actor,
+            fn_constructor_kwargs={"worker": worker, "kwargs": refs},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(settings.actors, len(rows))),
+            num_cpus=settings.cpus_per_actor,
+            num_gpus=settings.gpus_per_actor or None,
+        )
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0)
+        yield from _in_order(batches, what)
 
 
-def _score_on_ray(job: WorkerSpec, sets: dict[str, TextSet], blocks: list[Block], on_block: Report):
+def _in_order(batches: Iterable[Batch], what: str) -> Iterator[dict[str, Any]]:
+    """Rows of the actors' output batches, by INDEX, as soon as every earlier row is there."""
+    waiting: dict[int, dict[str, Any]] = {}
+    done = 0
+    for batch in batches:
+        index, errors = batch.pop(INDEX).tolist(), batch.pop(ERROR)
+        for n, position in enumerate(index):
+            if errors[n]:
+                raise DeliftError(f"{errors[n]} (in {what})")
+            waiting[position] = {k: _python(v[n]) for k, v in batch.items()}
+        while done in waiting:
+            yield waiting.pop(done)
+            done += 1
+
+
+def _python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def task_map(
+    fn: Callable[..., R],
+    items: Sequence[Any],
+    shared: Mapping[str, Any] | None = None,
+    *,
+    cpus: float = 1.0,
+) -> list[R]:
+    """[fn(item, **shared) for item in items] as Ray tasks of `cpus` CPUs each; every shared
+    value is put in the object store once."""
+    if not items:
+        return []
+    with using_ray():
+        import ray
+
+        refs = {name: ray.put(value) for name, value in (shared or {}).items()}
+        task: Any = ray.remote(_apply).options(num_cpus=cpus)
+        return ray.get([task.remote(fn, item, **refs) for item in items])
+
+
+def _apply(fn: Callable[..., R], item: Any, **shared: Any) -> R:
+    return fn(item, **shared)  # Ray resolved the shared object refs before the call
+
+
+def _quiet_ray_data() -> None:
+    """No Ray Data progress bars or per-dataset stats logs (the stages draw their own bars)."""
     import ray
 
-    cfg = job.scoring
-    hint = "lower scoring.cpus_per_actor / scoring.gpus_per_actor"
-    check_fits("a scoring actor", cfg.cpus_per_actor, cfg.gpus_per_actor, 1, hint)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # one bar of our own, counted in pairs
+    ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
-    sets_ref = ray.put(sets)
-    rows = [b.to_row() for b in blocks]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(
-        ActorBlockWorker,
-        fn_constructor_kwargs={"job": job, "sets": sets_ref},
-        batch_size=1,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(rows))),
-        num_cpus=cfg.cpus_per_actor,
-        num_gpus=cfg.gpus_per_actor or None,
-    )
-    for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
-        summary = {k: v[0].item() if hasattr(v[0], "item") else v[0] for k, v in batch.items()}
-        error = summary.pop("error")
-        if error:
-            raise DeliftError(f"{error} (in a scoring actor)")
-        on_block(summary)
-
-
-def knn_pairs_on_ray(
-    target_emb: np.ndarray,
-    demo_emb: np.ndarray,
-    k: int,
-    same_set: bool,
-    block_rows: int = 4096,
-) -> tuple[np.ndarray, np.ndarray]:
-    """knn_pairs with the blocked top-k search spread over Ray Data tasks (large pools)."""
-    import ray
-
-    check_k(k, len(demo_emb), same_set)
-    blocks = row_blocks(len(target_emb), block_rows)
-    refs = {"targets": ray.put(target_emb), "demos": ray.put(demo_emb)}
-    ds = ray.data.from_items(
-        [{"start": a, "stop": b} for a, b in blocks], override_num_blocks=len(blocks)
-    )
-    ds = ds.map_batches(
-        _search_blocks,
-        fn_kwargs={"refs": refs, "k": k, "same_set": same_set},
-        batch_size=1,
-        batch_format="numpy",
-        num_cpus=0.5,
-    )
-    found = {int(r["start"]): r["neighbours"] for r in ds.iter_rows()}
-    nbrs = np.concatenate([np.asarray(found[a]).reshape(b - a, k) for a, b in blocks])
-    return neighbour_pairs(nbrs, same_set)
-
-
-def _search_blocks(
-    batch: dict[str, np.ndarray], refs: dict[str, Any], k: int, same_set: bool
-) -> dict[str, Any]:
-    import ray
-
-    targets, demos = ray.get(refs["targets"]), ray.get(refs["demos"])
-    starts, stops = batch["start"], batch["stop"]
-    found = [
-        block_neighbours(targets, demos, k, same_set, int(a), int(b)).reshape(-1)
-        for a, b in zip(starts, stops)
-    ]
-    return {"start": starts, "neighbours": found}

@@ -1,11 +1,18 @@
-"""Joining a Ray cluster, or starting an embedded local one, with safe local defaults."""
+"""Joining a Ray cluster, or starting an embedded local one, with safe local defaults; and the
+one session a whole run shares.
+
+A run (select, refresh, compare, train, eval) enters `run_scope()` once at its top. Ray starts
+only when a stage first asks for it (`using_ray()`), every later stage reuses that session, and
+it stops when the run's outermost scope exits; a run that never needs Ray never starts it.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 from delift_ray.errors import DeliftError
 from delift_ray.models.offline import use_offline_hub
@@ -57,6 +64,49 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
 
 
 _embedded = False  # whether the running Ray is the embedded local one ray_session started
+
+
+@dataclass
+class _Run:
+    """The open run scope: where its Ray session is closed, and the session once started."""
+
+    exits: ExitStack
+    ray: str | None = None  # what ray_session yielded, once a stage needed Ray
+
+
+_run: _Run | None = None
+
+
+@contextmanager
+def run_scope() -> Iterator[None]:
+    """A whole run: Ray starts when a stage first needs it and stops when this scope exits.
+
+    A scope entered inside another one is part of the outer run (nothing starts or stops).
+    Also a decorator: `@run_scope()` makes each call of a function one run.
+    """
+    global _run
+    if _run is not None:
+        yield
+        return
+    with ExitStack() as exits:
+        _run = _Run(exits)
+        try:
+            yield
+        finally:
+            _run = None
+
+
+@contextmanager
+def using_ray() -> Iterator[str]:
+    """Ray for one stage, yielding what ray_session yields: inside a run, the run's session
+    (started now if no stage needed it yet); outside one, a session for this stage alone."""
+    if _run is None:
+        with ray_session() as kind:
+            yield kind
+        return
+    if _run.ray is None:
+        _run.ray = _run.exits.enter_context(ray_session())
+    yield _run.ray
 
 
 def embedded() -> bool:

@@ -1,4 +1,5 @@
-"""Evaluate a model on a held-out test set: greedy generations on Ray Data actors, then metrics.
+"""Evaluate a model on a held-out test set: greedy generations on Ray Data actors (or
+in-process), then metrics.
 
 The test set must share no example id (content hash of the rendered x, y) with the pool, target
 or existing set. Each actor loads the model once; per batch it generates greedily from
@@ -10,7 +11,6 @@ NLL of the reference in the training layout ``[BOS] x EOS y EOS``. Per row: exac
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import string
 import time
@@ -23,19 +23,14 @@ import numpy as np
 import pyarrow as pa
 
 from delift_ray.config import Config, EmbedderConfig, ModelConfig, config_to_dict
-from delift_ray.data.examples import ExampleSet, read_examples
-from delift_ray.distributed.resources import check_fits
-from delift_ray.distributed.session import ray_session
+from delift_ray.data.examples import ExampleSet
+from delift_ray.data.read import read_examples
+from delift_ray.distributed.maps import actor_map
+from delift_ray.distributed.session import run_scope
 from delift_ray.errors import DeliftError
 from delift_ray.files import prepare_output_dir, write_json, write_parquet
-from delift_ray.finetune.train import (
-    Layout,
-    collate,
-    encode_pairs,
-    output_model_path,
-    response_nll,
-    tokenize,
-)
+from delift_ray.finetune.driver import output_model_path
+from delift_ray.finetune.layout import Layout, collate, encode_pairs, response_nll, tokenize
 from delift_ray.models.embed import embed_texts
 from delift_ray.models.load import fingerprint, load_model, load_tokenizer, max_length, model_config
 from delift_ray.versions import package_versions
@@ -95,7 +90,8 @@ def check_disjoint(test: ExampleSet, others: dict[str, ExampleSet]) -> None:
 
 
 class Generator:
-    """Ray Data UDF: greedy predictions and reference losses for a batch of (id, x, y) rows."""
+    """Greedy predictions and reference losses for a numpy batch of (id, x, y) rows (built once
+    per actor, or in-process)."""
 
     def __init__(
         self, model: ModelConfig, add_bos: str, max_new_tokens: int, threads: int | None = None
@@ -189,6 +185,7 @@ def model_path(cfg: Config) -> str:
     return cfg.eval.model_path or str(output_model_path(cfg))
 
 
+@run_scope()
 def run_eval(cfg: Config) -> EvalResult:
     """Check the test set is held out, generate and score it; write eval_rows.parquet, eval.json."""
     started = time.perf_counter()
@@ -242,34 +239,20 @@ def _generate(cfg: Config, model: ModelConfig, test: ExampleSet) -> dict[str, di
             out = gen({k: np.array([r[k] for r in chunk], dtype=object) for k in chunk[0]})
             records += [dict(zip(out, values, strict=True)) for values in zip(*out.values())]
     else:
-        with ray_session():
-            records = _generate_on_ray(cfg, model, rows)
+        records = _generate_on_ray(cfg, model, rows)
     return {str(r["id"]): r for r in records}
 
 
 def _generate_on_ray(cfg: Config, model: ModelConfig, rows: list[dict[str, str]]) -> list[dict]:
-    import ray
-
     e = cfg.eval
-    hint = "lower eval.cpus_per_actor / eval.gpus_per_actor"
-    check_fits("an evaluation actor", e.cpus_per_actor, e.gpus_per_actor, 1, hint)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    blocks = max(e.actors, math.ceil(len(rows) / e.batch_size))
-    ds = ray.data.from_items(rows, override_num_blocks=min(blocks, len(rows))).map_batches(
-        Generator,
-        fn_constructor_kwargs={
-            "model": model,
-            "add_bos": cfg.templates.add_bos,
-            "max_new_tokens": e.max_new_tokens,
-            "threads": max(1, int(e.cpus_per_actor)),
-        },
-        batch_size=e.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(e.actors, len(rows))),
-        num_cpus=e.cpus_per_actor,
-        num_gpus=e.gpus_per_actor or None,
-    )
-    return ds.take_all()
+    kwargs = {
+        "model": model,
+        "add_bos": cfg.templates.add_bos,
+        "max_new_tokens": e.max_new_tokens,
+        "threads": max(1, int(e.cpus_per_actor)),
+    }
+    what = "an evaluation actor"
+    return list(actor_map(Generator, kwargs, rows, e, what, "eval", batch_size=e.batch_size))
 
 
 def _score(cfg: Config, test: ExampleSet, generated: dict[str, dict[str, Any]]) -> pa.Table:

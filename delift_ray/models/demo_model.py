@@ -13,12 +13,21 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 from delift_ray.config import EXAMPLE_TEMPLATE, PLAIN_TEMPLATE, DataConfig
-from delift_ray.data.examples import read_examples
+from delift_ray.data.read import read_examples
 from delift_ray.models.tiny import build_model, build_tokenizer
 
-SETTINGS = {"steps": 400, "batch": 16, "lr": 3e-3, "hidden": 64, "layers": 2, "seed": 0, "v": 2}
+SETTINGS: dict[str, Any] = {
+    "steps": 400,
+    "batch": 16,
+    "lr": 3e-3,
+    "hidden": 64,
+    "layers": 2,
+    "seed": 0,
+    "v": 2,
+}
 
 
 def ensure_demo_model(out_dir: str | Path, data_path: str | Path) -> Path:

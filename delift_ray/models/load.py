@@ -55,7 +55,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     tokenizer = load_tokenizer(cfg)
     source = _source(cfg)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=getattr(torch, cfg.dtype),
             trust_remote_code=cfg.trust_remote_code,

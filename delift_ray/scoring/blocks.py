@@ -3,8 +3,8 @@
 A block is the unit of work and of storage: either d0 for a run of targets ("plain"), or d1 for
 every missing pair of a group of demonstrations ("pairs", grouped by demonstration so each
 prefix is computed once). `BlockWorker` scores a block and writes it to the store before it
-reports back, so a crash loses at most the blocks in flight. It runs in-process or as a Ray Data
-actor (see `distributed.py`); it knows nothing of the pipeline.
+reports back, so a crash loses at most the blocks in flight. It runs in-process or in a Ray Data
+actor (see `distributed/scoring.py`); it knows nothing of the pipeline or of Ray.
 """
 
 from __future__ import annotations
@@ -138,11 +138,7 @@ def _first_per_pair(t: pa.Table) -> pa.Table:
 class BlockWorker:
     """Scores blocks and writes each to the store (in-process, or inside a Ray actor)."""
 
-    def __init__(self, job: WorkerSpec, sets: dict[str, TextSet] | Any, scorer: Any = None) -> None:
-        if not isinstance(sets, dict):  # an ObjectRef when run as a Ray actor
-            import ray
-
-            sets = ray.get(sets)
+    def __init__(self, job: WorkerSpec, sets: dict[str, TextSet], scorer: Any = None) -> None:
         if scorer is None:
             scorer = load_utility_model(job)
         self.scorer = scorer

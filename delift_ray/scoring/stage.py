@@ -10,14 +10,20 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from delift_ray.config import Config, store_uri
+from delift_ray.config import (
+    EmbedderConfig,
+    ModelConfig,
+    PairsConfig,
+    ScoringConfig,
+    TemplatesConfig,
+)
 from delift_ray.data.examples import ExampleSet, Reject
-from delift_ray.distributed.maps import knn_pairs_on_ray, score_blocks
+from delift_ray.distributed.scoring import knn_pairs_on_ray, score_blocks
 from delift_ray.errors import DeliftError
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.models.load import fingerprint, load_tokenizer, max_length, model_config
@@ -38,6 +44,9 @@ from delift_ray.scoring.pairs import dense_pairs, knn_pairs, random_pairs, union
 from delift_ray.scoring.store import BlockStore, scoring_key
 from delift_ray.scoring.templates import EncodedSet, Prompts
 from delift_ray.selection.kernels import utility_kernel
+
+if TYPE_CHECKING:
+    from delift_ray.selection.methods import UtilityTransform
 
 CROSS = "cross"
 
@@ -72,19 +81,21 @@ class Plan:
         return sum(t.num_rows for t in self.todo_pairs.values())
 
 
-def prepare(cfg: Config) -> Preparation:
+def prepare(
+    model: ModelConfig, templates: TemplatesConfig, scoring: ScoringConfig, store_uri: str
+) -> Preparation:
     """Tokenizer, context limit, model fingerprint and the store key; no weights loaded."""
-    tokenizer = load_tokenizer(cfg.model)
-    limit = max_length(cfg.model, model_config(cfg.model), tokenizer)
-    fp = fingerprint(cfg.model)
+    tokenizer = load_tokenizer(model)
+    limit = max_length(model, model_config(model), tokenizer)
+    fp = fingerprint(model)
     key = scoring_key(
         model=fp,
-        templates=dataclasses.asdict(cfg.templates),
-        distance=cfg.scoring.distance,
+        templates=dataclasses.asdict(templates),
+        distance=scoring.distance,
         max_length=limit,
     )
-    job = WorkerSpec(cfg.model, cfg.templates, cfg.scoring, limit, store_uri(cfg), key)
-    return Preparation(job=job, prompts=Prompts(tokenizer, cfg.templates, limit), fingerprint=fp)
+    job = WorkerSpec(model, templates, scoring, limit, store_uri, key)
+    return Preparation(job=job, prompts=Prompts(tokenizer, templates, limit), fingerprint=fp)
 
 
 def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, EncodedSet]:
@@ -118,42 +129,45 @@ def text_sets(pool: ExampleSet, cross: ExampleSet | None) -> dict[str, TextSet]:
 
 
 def choose_pairs(
-    cfg: Config, sets: dict[str, TextSet], local_scorer: Any = None
+    pairs: PairsConfig,
+    embedder: EmbedderConfig,
+    scoring: ScoringConfig,
+    seed: int,
+    sets: dict[str, TextSet],
+    local_scorer: Any = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(i, j) to score per kernel: every pair (dense) or each target's k nearest (knn)."""
     n = len(sets[POOL].ids)
-    if cfg.pairs.mode == "dense":
+    if pairs.mode == "dense":
         out = {POOL: dense_pairs(n, n)}
         if CROSS in sets:
             out[CROSS] = dense_pairs(n, len(sets[CROSS].ids))
         return out
-    emb = {name: embed(cfg, s, local_scorer) for name, s in sets.items()}
-    search = knn_pairs_on_ray if search_on_ray(cfg, n) else knn_pairs
-    out = {POOL: search(emb[POOL], emb[POOL], cfg.pairs.k, same_set=True)}
+    emb = {name: embed(pairs, embedder, s, local_scorer) for name, s in sets.items()}
+    search = knn_pairs_on_ray if search_on_ray(pairs, scoring, n) else knn_pairs
+    out = {POOL: search(emb[POOL], emb[POOL], pairs.k, same_set=True)}
     if CROSS in sets:
-        k = min(cfg.pairs.k, len(sets[CROSS].ids))
+        k = min(pairs.k, len(sets[CROSS].ids))
         out[CROSS] = search(emb[POOL], emb[CROSS], k, same_set=False)
-    if cfg.pairs.random_k:  # a few random candidates per target sample each demo's global utility
-        for name, pairs in out.items():
-            extra = random_pairs(n, len(sets[name].ids), cfg.pairs.random_k, cfg.seed)
-            out[name] = union_pairs(pairs, extra)
+    if pairs.random_k:  # a few random candidates per target sample each demo's global utility
+        for name, found in out.items():
+            extra = random_pairs(n, len(sets[name].ids), pairs.random_k, seed)
+            out[name] = union_pairs(found, extra)
     return out
 
 
-def search_on_ray(cfg: Config, n: int) -> bool:
+def search_on_ray(pairs: PairsConfig, scoring: ScoringConfig, n: int) -> bool:
     """Whether the kNN search runs on Ray Data (large pools with the ray executor)."""
-    return (
-        cfg.pairs.mode == "knn"
-        and cfg.scoring.executor == "ray"
-        and n >= cfg.pairs.search_on_ray_from_rows
-    )
+    return pairs.mode == "knn" and scoring.executor == "ray" and n >= pairs.search_on_ray_from_rows
 
 
-def embed(cfg: Config, s: TextSet, local_scorer: Any = None) -> np.ndarray:
+def embed(
+    pairs: PairsConfig, embedder: EmbedderConfig, s: TextSet, local_scorer: Any = None
+) -> np.ndarray:
     """Embeddings of x + y for kNN search: a sentence-embedding model, or the scorer's own."""
     texts = [x + y for x, y in zip(s.xs, s.ys)]
-    if cfg.pairs.embedder == "sentence":
-        return embed_texts(texts, cfg.embedder)
+    if pairs.embedder == "sentence":
+        return embed_texts(texts, embedder)
     if local_scorer is None:
         raise DeliftError("config: pairs.embedder=self needs the model on the driver")
     return model_embeddings(local_scorer.model, local_scorer.prompts.tokenizer, texts)
@@ -235,7 +249,12 @@ def execute(
 ) -> ScoreReport:
     """Score d0 for missing targets, then every missing pair; returns counters and blocks."""
     job = setup.job
-    counters = {"pairs_scored": 0, "targets_scored_d0": 0, "tokens_scored": 0, "blocks": 0}
+    counters: dict[str, Any] = {
+        "pairs_scored": 0,
+        "targets_scored_d0": 0,
+        "tokens_scored": 0,
+        "blocks": 0,
+    }
     written: dict[str, list[str]] = {"plain": [], "pairs": []}
     start = time.perf_counter()
 
@@ -273,14 +292,22 @@ def execute(
 
 
 def reduce(
-    cfg: Config, setup: Preparation, sets: dict[str, TextSet], p: Plan, scored: ScoreReport
+    setup: Preparation,
+    sets: dict[str, TextSet],
+    p: Plan,
+    scored: ScoreReport,
+    scaling: Literal["minmax", "clip"],
+    cross_label: str,
+    transform: UtilityTransform | None = None,
+    seed: int = 0,
 ) -> tuple[Any, Any, pa.Table]:
     """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities).
 
     The pairs come from the plan's scan of the store plus the blocks this run wrote (the store
-    is not scanned again), in (i, j) order. Method delift-shuffled permutes each kernel's
-    utilities over its pairs (seeded) before scaling, a control for what the utilities'
-    placement is worth; the table keeps the true ones.
+    is not scanned again), in (i, j) order. `transform(u, seed, kernel number)`, if given,
+    rewrites each kernel's utilities before scaling (delift-shuffled permutes them over their
+    pairs, a control for what the utilities' placement is worth); the table keeps the true ones,
+    the cross kernel's rows labelled `cross_label` (the stage).
     """
     new = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs").read(scored.pair_blocks)
     n = len(sets[POOL].ids)
@@ -296,10 +323,10 @@ def reduce(
         i, j = got["i"].to_numpy(), got["j"].to_numpy()
         shape = (n, len(sets[name].ids))
         u = got["u"].to_numpy()
-        if cfg.method == "delift-shuffled":
-            u = np.random.default_rng([cfg.seed, len(kernels)]).permutation(u)
-        kernels[name] = utility_kernel(i, j, u, shape, cfg.selection.scaling)
-        label = POOL if name == POOL else cfg.stage
+        if transform is not None:
+            u = transform(u, seed, len(kernels))
+        kernels[name] = utility_kernel(i, j, u, shape, scaling)
+        label = POOL if name == POOL else cross_label
         tables.append(
             got.select(["target_id", "demo_id", "d0", "d1", "u"]).add_column(
                 0, "kernel", pa.array([label] * got.num_rows, pa.string())

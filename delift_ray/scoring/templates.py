@@ -185,7 +185,7 @@ class Prompts:
             reason = self._reason(int(n_response[over[0]]), fixed)
             raise ValueError(f"target {int(i[over[0]])} cannot be scored: {reason}")
         full = fixed + n_response + _lens(t.query if example else t.plain_query, i)
-        if example:
+        if d is not None and j is not None:
             full += _lens(d.demo, j)
         return np.minimum(full, self.max_length)
 
@@ -195,7 +195,7 @@ class Prompts:
         """(prefix, suffix) ids of target i shown demonstration j of d (plain if d is None)."""
         example = d is not None
         query = (t.query if example else t.plain_query)[i]
-        demo = d.demo[j] if example else NO_TOKENS
+        demo = d.demo[j] if d is not None else NO_TOKENS
         response = t.response[i]
         room = self.max_length - self.fixed(example) - len(response)
         if room < 0:

@@ -1,30 +1,29 @@
-"""Selection methods: how each of delift / se / random / quota / full turns a pool into a ranked
-subset (delift-shuffled differs from delift only in its kernel; see score_stage.reduce)."""
+"""The selection methods, one entry each in METHODS: what a method needs (scored utilities,
+sentence embeddings or nothing), how it gets its kernels, and how it orders the pool.
+
+Adding a method is one entry in METHODS (and its test): the config accepts its name, a selection
+run builds its kernels and orders the pool with it, and compare plans it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from delift_ray.config import Config
+from delift_ray.config import EmbedderConfig, SelectionConfig
 from delift_ray.data.examples import ExampleSet
 from delift_ray.errors import DeliftError
 from delift_ray.models.embed import embed_texts
 from delift_ray.progress import ProgressBar
 from delift_ray.selection.greedy import Selection
 from delift_ray.selection.kernels import cosine_kernel
-from delift_ray.selection.objectives import (
-    Objective,
-    facility_location,
-    fl_conditional_gain,
-    fl_mutual_information,
-)
-from delift_ray.selection.randgreedi import select
+from delift_ray.selection.objectives import Objective
+from delift_ray.selection.randgreedi import MapFn, local_map, select
 
 
 @dataclass
@@ -37,45 +36,98 @@ class Kernels:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def cross_set(cfg: Config, sets: dict[str, ExampleSet]) -> ExampleSet | None:
-    """The set the stage conditions on: target set (task), existing data (continual), or none."""
-    return {"task": sets.get("target"), "continual": sets.get("existing")}.get(cfg.stage)
+@dataclass
+class Draw:
+    """Pool rows picked without an objective (random, quota, full): positions in pick order."""
+
+    indices: np.ndarray
 
 
-def objective_for(cfg: Config, kernels: Kernels) -> Objective:
-    """FL, FLMI or FLCG over the kernels, by stage."""
-    if cfg.stage == "task":
-        return fl_mutual_information(kernels.pool, kernels.cross, eta=cfg.selection.eta)
-    if cfg.stage == "continual":
-        return fl_conditional_gain(kernels.pool, kernels.cross, nu=cfg.selection.nu)
-    return facility_location(kernels.pool)
+@dataclass
+class OrderRequest:
+    """What a method orders: the pool, the budget, and the stage's objective over the method's
+    kernels (None for a method without kernels)."""
+
+    pool: ExampleSet
+    budget: int
+    seed: int
+    selection: SelectionConfig
+    objective: Objective | None = None
+    map_fn: MapFn = local_map  # runs RandGreeDi's parts (a workflow passes Ray's task map)
 
 
-def run_greedy(cfg: Config, kernels: Kernels, ids: list[str], budget: int) -> Selection:
+# (utilities of one kernel's pairs, seed, the kernel's number) -> the utilities to scale
+UtilityTransform = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ScoredUtilities:
+    """Kernels reduced from utilities the model scores (scoring.stage); `transform`, if set,
+    rewrites each kernel's utilities before scaling (the written table keeps the true ones)."""
+
+    transform: UtilityTransform | None = None
+
+
+@dataclass(frozen=True)
+class SentenceEmbeddings:
+    """Kernels built from sentence embeddings: build(embedder, pool, cross set or None)."""
+
+    build: Callable[[EmbedderConfig, ExampleSet, ExampleSet | None], Kernels]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One selection method: where its kernels come from (None: it needs none), how it orders
+    the pool, and how compare plans it."""
+
+    kernels: ScoredUtilities | SentenceEmbeddings | None
+    order: Callable[[OrderRequest], Selection | Draw]
+    seeded_draw: bool = False  # a seeded random pick: compare draws compare.random_subsets
+    whole_pool: bool = False  # takes every row: compare runs it once, at budget 1.0
+    check: Callable[[SelectionConfig], None] | None = None  # config rules of its own
+
+    @property
+    def needs(self) -> Literal["utilities", "embeddings", "nothing"]:
+        """What the method needs before it can order the pool."""
+        if isinstance(self.kernels, ScoredUtilities):
+            return "utilities"
+        return "nothing" if self.kernels is None else "embeddings"
+
+
+def run_greedy(req: OrderRequest) -> Selection:
     """Greedy on the stage's objective, central or RandGreeDi per config, with a progress bar."""
-    with ProgressBar("greedy", budget, unit="picks") as bar:
+    if req.objective is None:
+        raise DeliftError("selection: greedy needs a method that builds kernels")
+    sel = req.selection
+    with ProgressBar("greedy", req.budget, unit="picks") as bar:
         return select(
-            objective_for(cfg, kernels),
-            budget,
-            ids,
-            mode=cfg.selection.distributed,
-            parts=cfg.selection.parts,
-            seed=cfg.seed,
-            central_max_nonzeros=cfg.selection.central_max_nonzeros,
-            optimizer=cfg.selection.optimizer,
-            epsilon=cfg.selection.stochastic_epsilon,
+            req.objective,
+            req.budget,
+            req.pool.ids,
+            mode=sel.distributed,
+            parts=sel.parts,
+            seed=req.seed,
+            central_max_nonzeros=sel.central_max_nonzeros,
+            optimizer=sel.optimizer,
+            epsilon=sel.stochastic_epsilon,
             progress=bar.update_to,
+            map_fn=req.map_fn,
         )
 
 
-def se_kernels(cfg: Config, pool: ExampleSet, cross: ExampleSet | None) -> Kernels:
+def se_kernels(embedder: EmbedderConfig, pool: ExampleSet, cross: ExampleSet | None) -> Kernels:
     """DELIFT-SE: cosine kernel (cos + 1) / 2 of sentence embeddings of x + y."""
-    emb = embed_texts([x + y for x, y in zip(pool.xs, pool.ys)], cfg.embedder)
+    emb = embed_texts([x + y for x, y in zip(pool.xs, pool.ys)], embedder)
     out = Kernels(pool=cosine_kernel(emb, emb), stats={"embedded": len(pool.examples)})
     if cross is not None:
-        cross_emb = embed_texts([x + y for x, y in zip(cross.xs, cross.ys)], cfg.embedder)
+        cross_emb = embed_texts([x + y for x, y in zip(cross.xs, cross.ys)], embedder)
         out.cross = cosine_kernel(emb, cross_emb)
     return out
+
+
+def permute_utilities(u: np.ndarray, seed: int, kernel: int) -> np.ndarray:
+    """delift-shuffled: the utilities permuted over their pairs with default_rng([seed, kernel])."""
+    return np.random.default_rng([seed, kernel]).permutation(u)
 
 
 def random_order(n: int, budget: int, seed: int) -> np.ndarray:
@@ -112,3 +164,37 @@ def quota_order(groups: Sequence[str], budget: int, seed: int) -> np.ndarray:
             left -= add
     chosen = [i for g in names for i in rng.permutation(members[g])[: take[g]].tolist()]
     return np.asarray(chosen, dtype=np.int64)[rng.permutation(len(chosen))]
+
+
+def random_draw(req: OrderRequest) -> Draw:
+    """random: a seeded draw of `budget` pool rows."""
+    return Draw(random_order(len(req.pool.examples), req.budget, req.seed))
+
+
+def quota_draw(req: OrderRequest) -> Draw:
+    """quota: a seeded draw with the budget shared equally by the values of selection.quota_by."""
+    groups = quota_groups(req.pool, req.selection.quota_by)
+    return Draw(quota_order(groups, req.budget, req.seed))
+
+
+def every_row(req: OrderRequest) -> Draw:
+    """full: every pool row, in pool order."""
+    return Draw(np.arange(len(req.pool.examples), dtype=np.int64))
+
+
+def check_quota_field(selection: SelectionConfig) -> None:
+    """quota needs selection.quota_by."""
+    if not selection.quota_by.strip():
+        raise DeliftError("config: method quota needs selection.quota_by (a field of the rows)")
+
+
+METHODS: dict[str, Method] = {
+    "delift": Method(ScoredUtilities(), run_greedy),
+    # control: the same pairs, their utilities permuted before the kernel is built
+    "delift-shuffled": Method(ScoredUtilities(permute_utilities), run_greedy),
+    "se": Method(SentenceEmbeddings(se_kernels), run_greedy),
+    "random": Method(None, random_draw, seeded_draw=True),
+    # control: random within each value of selection.quota_by, the budget shared equally
+    "quota": Method(None, quota_draw, seeded_draw=True, check=check_quota_field),
+    "full": Method(None, every_row, whole_pool=True),
+}

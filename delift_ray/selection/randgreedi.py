@@ -1,9 +1,11 @@
-"""Distributed greedy: RandGreeDi (Barbosa et al. 2015) over Ray tasks, and central-or-not dispatch.
+"""Distributed greedy: RandGreeDi (Barbosa et al. 2015), and central-or-not dispatch.
 
-Round 1: candidates are split into m parts and each part runs greedy in its own Ray task, which
-receives only that part's kernel columns and the objective's per-row floor. Round 2: the driver
-runs greedy over the union of the parts' picks with the full objective, and keeps the better of
-that and the best part's own solution. Expected guarantee (1 - 1/e) / 2 of the optimum.
+Round 1: candidates are split into m parts (`partition`) and each part runs greedy on its own
+(`part_greedy`), receiving only that part's kernel columns and the objective's per-row floor.
+Round 2 (`merge`): greedy over the union of the parts' picks with the full objective, keeping
+the better of that and the best part's own solution. Expected guarantee (1 - 1/e) / 2 of the
+optimum. The parts run through a map function: in-process by default (`local_map`), or one Ray
+task each when the caller passes the task map from delift_ray.distributed.maps.
 
 Candidate j goes to part blake2b(f"{seed}:{ids[j]}") mod m, so the picks depend on the ids, the
 seed and m only: not on the cluster or which worker ran which part, nor on the order of the ids
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from delift_ray.config import SelectionConfig
-from delift_ray.distributed.session import ray_session
 from delift_ray.errors import DeliftError
 from delift_ray.progress import ProgressFn
 from delift_ray.selection.greedy import Selection, finish_selection, greedy
@@ -30,6 +33,14 @@ from delift_ray.selection.objectives import Objective
 
 MODES = ("auto", "central", "randgreedi")
 MAX_PARTS = 64
+
+# map_fn(fn, items, shared) -> [fn(item, **shared) for item in items], in order
+MapFn = Callable[[Callable[..., Any], Sequence[Any], Mapping[str, Any]], list[Any]]
+
+
+def local_map(fn: Callable[..., Any], items: Sequence[Any], shared: Mapping[str, Any]) -> list[Any]:
+    """The in-process map function: [fn(item, **shared) for item in items]."""
+    return [fn(item, **shared) for item in items]
 
 
 def auto_parts(n: int, budget: int) -> int:
@@ -44,7 +55,7 @@ def partition(ids: Sequence[str], parts: int, seed: int) -> np.ndarray:
 
 
 def _check(obj: Objective, budget: int, ids: Sequence[str]) -> None:
-    """One id per candidate and 1 <= budget <= n, before any Ray work starts."""
+    """One id per candidate and 1 <= budget <= n, before any part runs."""
     n = obj.n_candidates
     if len(ids) != n:
         raise DeliftError(f"got {len(ids)} ids for {n} candidates")
@@ -54,7 +65,7 @@ def _check(obj: Objective, budget: int, ids: Sequence[str]) -> None:
         raise DeliftError(f"budget {budget} exceeds the {n} candidates")
 
 
-def _part_greedy(
+def part_greedy(
     columns: sp.csc_array,
     floor: np.ndarray,
     name: str,
@@ -67,6 +78,29 @@ def _part_greedy(
     part = Objective(columns, floor=floor, name=name)
     sel = greedy(part, min(budget, part.n_candidates), optimizer, epsilon, seed)
     return sel.indices, sel.evaluations
+
+
+def merge(
+    obj: Objective,
+    budget: int,
+    members: Sequence[np.ndarray],
+    results: Sequence[tuple[np.ndarray, int]],
+    optimizer: str = "lazy",
+    epsilon: float = 0.01,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> Selection:
+    """Round 2: greedy over the union of the parts' picks (`results` of part_greedy on the
+    candidates `members`), or the best part if better; replayed on the full objective."""
+    local = [c[picks] for c, (picks, _) in zip(members, results, strict=True)]
+    union = greedy(obj, budget, optimizer, epsilon, seed, np.concatenate(local), progress)
+    evaluations = union.evaluations + sum(evals for _, evals in results)
+    winner = union.indices
+    # Only a part that filled the whole budget competes: the result has exactly budget picks.
+    best = max((p for p in local if len(p) == budget), key=obj.evaluate, default=None)
+    if best is not None and obj.evaluate(best) > union.value:
+        winner = best
+    return _replay(obj, winner, evaluations)
 
 
 def _replay(obj: Objective, picks: np.ndarray, evaluations: int) -> Selection:
@@ -89,33 +123,21 @@ def randgreedi(
     optimizer: str = "lazy",
     epsilon: float = 0.01,
     progress: ProgressFn | None = None,
+    map_fn: MapFn = local_map,
 ) -> Selection:
-    """RandGreeDi on Ray (parts = 0: automatic); indices are obj's candidate indices."""
+    """RandGreeDi with the parts run by `map_fn` (parts = 0: automatic); indices are obj's
+    candidate indices."""
     _check(obj, budget, ids)
     if isinstance(parts, bool) or not isinstance(parts, int) or parts < 0:
         raise DeliftError(f"parts must be an integer >= 0 (0 = automatic), got {parts!r}")
     m = parts or auto_parts(obj.n_candidates, budget)
     labels = partition(ids, m, seed)
     members = [c for c in (np.flatnonzero(labels == p) for p in range(m)) if len(c)]
-    import ray  # here, not at module level: importing Ray takes about a second
-
-    with ray_session():
-        task = ray.remote(_part_greedy)
-        floor = ray.put(obj.floor)
-        refs = [
-            task.remote(obj.columns(c), floor, obj.name, budget, optimizer, epsilon, seed)
-            for c in members
-        ]
-        results = ray.get(refs)
-    local = [c[picks] for c, (picks, _) in zip(members, results, strict=True)]
-    union = greedy(obj, budget, optimizer, epsilon, seed, np.concatenate(local), progress)
-    evaluations = union.evaluations + sum(evals for _, evals in results)
-    winner = union.indices
-    # Only a part that filled the whole budget competes: the result has exactly budget picks.
-    best = max((p for p in local if len(p) == budget), key=obj.evaluate, default=None)
-    if best is not None and obj.evaluate(best) > union.value:
-        winner = best
-    return _replay(obj, winner, evaluations)
+    one_part = partial(
+        part_greedy, name=obj.name, budget=budget, optimizer=optimizer, epsilon=epsilon, seed=seed
+    )
+    results = map_fn(one_part, [obj.columns(c) for c in members], {"floor": obj.floor})
+    return merge(obj, budget, members, results, optimizer, epsilon, seed, progress)
 
 
 def select(
@@ -129,11 +151,13 @@ def select(
     optimizer: str = "lazy",
     epsilon: float = 0.01,
     progress: ProgressFn | None = None,
+    map_fn: MapFn = local_map,
 ) -> Selection:
-    """Central greedy, or RandGreeDi when asked (or, for auto, when the kernel is too big)."""
+    """Central greedy, or RandGreeDi when asked (or, for auto, when the kernel is too big) with
+    its parts run by `map_fn`."""
     if mode not in MODES:
         raise DeliftError(f"distributed mode must be one of {', '.join(MODES)}; got {mode!r}")
     _check(obj, budget, ids)
     if mode == "randgreedi" or (mode == "auto" and obj.nnz > central_max_nonzeros):
-        return randgreedi(obj, budget, ids, parts, seed, optimizer, epsilon, progress)
+        return randgreedi(obj, budget, ids, parts, seed, optimizer, epsilon, progress, map_fn)
     return greedy(obj, budget, optimizer, epsilon, seed, progress=progress)

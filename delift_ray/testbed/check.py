@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from delift_ray.config import DataConfig, ModelConfig, ScoringConfig, TemplatesConfig
-from delift_ray.data.examples import read_examples
+from delift_ray.data.read import read_examples
 from delift_ray.files import atomic_write_bytes
 from delift_ray.models.load import load_model
 from delift_ray.scoring.utility_model import UtilityModel

@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from delift_ray.config import DataConfig, Method
-from delift_ray.data.examples import read_examples
+from delift_ray.data.read import read_examples
 from delift_ray.files import atomic_write_bytes
+from delift_ray.selection.methods import METHODS
 from delift_ray.workflows.compare import Arm
 
 BASELINE = "random"
@@ -50,6 +51,11 @@ class Run:
         draw = int(self.draw) if self.draw else None
         budget = float(self.budget) if "." in self.budget else int(self.budget)
         return Arm(cast(Method, self.method), budget, draw).name
+
+
+def whole_pool(method: str) -> bool:
+    """Whether `method` trains on the whole pool (compared against every budget's random)."""
+    return method in METHODS and METHODS[method].whole_pool
 
 
 def read_runs(compare_dir: Path) -> list[Run]:
@@ -82,7 +88,7 @@ def paired_differences(runs: Sequence[Run], metric: str = "exact_match") -> dict
     for r in runs:
         if r.method == BASELINE:
             continue
-        for budget in budgets if r.method == "full" else [r.budget]:
+        for budget in budgets if whole_pool(r.method) else [r.budget]:
             ref = base.get((budget, r.seed))
             if ref:
                 diffs.setdefault((r.method, budget), []).append(getattr(r, metric) - np.mean(ref))
@@ -200,11 +206,11 @@ def metric_table(runs: Sequence[Run], groups: dict[tuple[str, str], list[Run]]) 
     for (method, budget), rs in sorted(groups.items(), key=lambda kv: (float(kv[0][1]), kv[0][0])):
         em = [r.exact_match for r in rs]
         rl = [r.rouge_l for r in rs]
-        if method == "full":
+        if whole_pool(method):
             diff = "; ".join(
-                f"vs {b}: {_fmt_diff(paired[('full', b)])}"
+                f"vs {b}: {_fmt_diff(paired[(method, b)])}"
                 for m, b in sorted(paired, key=lambda k: float(k[1]))
-                if m == "full"
+                if m == method
             )
         else:
             diff = _fmt_diff(paired[(method, budget)]) if (method, budget) in paired else "—"
@@ -262,7 +268,7 @@ def per_kind_table(
 ) -> list[str]:
     """Exact match per kind (rows) for each (method, budget) (columns)."""
     keys = sorted(per_kind, key=lambda k: (float(k[1]), k[0]))
-    head = [f"{m} {b}" if m != "full" else "full" for m, b in keys]
+    head = [m if whole_pool(m) else f"{m} {b}" for m, b in keys]
     lines = ["| kind | " + " | ".join(head) + " |", "|---|" + "---:|" * len(keys)]
     for kind in kinds:
         if kind == "None":

@@ -27,7 +27,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,13 @@ from delift_ray.config import (
     config_to_dict,
     store_uri,
 )
-from delift_ray.data.examples import read_examples
-from delift_ray.distributed.session import ray_session
+from delift_ray.data.read import read_examples
+from delift_ray.distributed.session import run_scope
 from delift_ray.errors import DeliftError
 from delift_ray.files import prepare_output_dir, write_text
+from delift_ray.finetune.driver import output_model_path, run_train
 from delift_ray.finetune.evaluate import run_eval
-from delift_ray.finetune.train import output_model_path, run_train
+from delift_ray.selection.methods import METHODS
 from delift_ray.workflows import compare_plots as plots
 from delift_ray.workflows.select import run_select
 
@@ -71,7 +71,6 @@ TABLE_COLUMNS = (
 FINAL = {"select": "manifest.json", "train": "train_manifest.json", "eval": "eval.json"}
 UNUSED = {"select": ("train", "eval"), "train": ("eval",), "eval": ()}
 PLOTS = ("metrics", "gain_curve", "composition")
-RANDOM_METHODS = ("random", "quota")  # drawn compare.random_subsets times
 COMPOSITION_COLUMNS = ("kind", "source")
 MAX_CATEGORIES = 10
 
@@ -85,10 +84,15 @@ class Arm:
     draw: int | None = None
 
     @property
+    def whole_pool(self) -> bool:
+        """Whether the method takes every row (full), whatever the budget."""
+        return METHODS[self.method].whole_pool
+
+    @property
     def name(self) -> str:
         """Its directory under output_dir."""
-        if self.method == "full":
-            return "full"
+        if self.whole_pool:
+            return self.method
         draw = "" if self.draw is None else f"-r{self.draw}"
         return f"{self.method}-b{self.budget}{draw}"
 
@@ -116,10 +120,10 @@ def plan(cfg: Config) -> list[Arm]:
     c = cfg.compare
     arms = []
     for method in c.method_list():
-        if method == "full":
-            arms.append(Arm("full", 1.0))
+        if METHODS[method].whole_pool:
+            arms.append(Arm(method, 1.0))
             continue
-        drawn = method in RANDOM_METHODS
+        drawn = METHODS[method].seeded_draw
         draws = [cfg.seed + k for k in range(c.random_subsets)] if drawn else [None]
         arms += [Arm(method, b, d) for b in c.budget_list(cfg.budget) for d in draws]
     return arms
@@ -218,14 +222,14 @@ def run_compare(cfg: Config) -> CompareResult:
     runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}
     ran: Counter[str] = Counter()
     runs = []
-    with ExitStack() as ray_scope:
+    with run_scope():  # one Ray session for every sub-run, started when one first needs it
         for arm in arms:
             sel_cfg = select_config(cfg, arm)
-            sel, new_subset = _stage("select", sel_cfg, run_select, ray_scope, ran, False)
+            sel, new_subset = _stage("select", sel_cfg, run_select, ran, False)
             for seed in runs_of[arm]:
                 tr_cfg = train_config(sel_cfg, seed)
-                tr, new_model = _stage("train", tr_cfg, run_train, ray_scope, ran, new_subset)
-                ev, _ = _stage("eval", eval_config(tr_cfg), run_eval, ray_scope, ran, new_model)
+                tr, new_model = _stage("train", tr_cfg, run_train, ran, new_subset)
+                ev, _ = _stage("eval", eval_config(tr_cfg), run_eval, ran, new_model)
                 runs.append(run_row(arm, seed, sel, tr, ev))
     table = summarize(runs)
     labels = arm_labels(arms)
@@ -252,7 +256,6 @@ def _stage(
     stage: str,
     cfg: Config,
     run: Callable[[Config], object],
-    ray_scope: ExitStack,
     ran: Counter[str],
     upstream_ran: bool,
 ) -> tuple[dict[str, Any], bool]:
@@ -262,10 +265,6 @@ def _stage(
     if record is not None:
         print(f"[delift-ray] compare: {stage} {cfg.output_dir}: reused", flush=True)
         return record, False
-    import ray
-
-    if not ray.is_initialized():
-        ray_scope.enter_context(ray_session())
     start = time.perf_counter()
     run(cfg)
     ran[stage] += 1
@@ -316,11 +315,9 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def arm_labels(arms: Sequence[Arm]) -> dict[tuple[str, int | float], str]:
     """Display name per (method, budget): the method, plus the budget when there are several."""
-    several = len({a.budget for a in arms if a.method != "full"}) > 1
+    several = len({a.budget for a in arms if not a.whole_pool}) > 1
     return {
-        (a.method, a.budget): f"{a.method} {a.budget}"
-        if several and a.method != "full"
-        else a.method
+        (a.method, a.budget): f"{a.method} {a.budget}" if several and not a.whole_pool else a.method
         for a in arms
     }
 

@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from delift_ray.config import Config, config_to_dict
-from delift_ray.data.examples import ExampleSet, reject_table, write_subset
+from delift_ray.data.examples import ExampleSet
+from delift_ray.data.write import reject_table, write_subset
 from delift_ray.errors import DeliftError
 from delift_ray.files import atomic_path, prepare_output_dir, write_parquet
 from delift_ray.selection.greedy import Selection
-from delift_ray.selection.methods import Kernels
+from delift_ray.selection.methods import Draw, Kernels
+from delift_ray.selection.stages import STAGES
 from delift_ray.versions import package_versions
-
-OBJECTIVE_NAMES = {"instruction": "FL", "task": "FLMI", "continual": "FLCG"}
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RunOutputs:
 def write_outputs(
     cfg: Config,
     sets: dict[str, ExampleSet],
-    selection: Selection,
+    picked: Selection | Draw,
     kernels: Kernels | None,
     timings: dict[str, float],
     fingerprint: str | None,
@@ -48,7 +48,7 @@ def write_outputs(
     """
     out = prepare_output_dir(cfg.output_dir)
     pool = sets["pool"]
-    chosen = [pool.ids[k] for k in selection.indices]
+    chosen = [pool.ids[k] for k in picked.indices]
     files = {
         "selection": out / "selection.parquet",
         "subset": out / f"subset.{pool.format}",
@@ -58,13 +58,13 @@ def write_outputs(
     if kernels is not None and kernels.utilities is not None:
         files["utilities"] = out / "utilities.parquet"
     files["manifest"] = out / "manifest.json"
-    manifest = build_manifest(cfg, sets, selection, kernels, timings, fingerprint, files)
+    manifest = build_manifest(cfg, sets, picked, kernels, timings, fingerprint, files)
     manifest.update(extra_manifest or {})
     rejects = [r for s in sets.values() for r in s.rejects]
     try:
         with ExitStack() as stage:
             tmp = {k: stage.enter_context(atomic_path(p)) for k, p in files.items()}
-            pq.write_table(selection_table(chosen, selection), tmp["selection"])
+            pq.write_table(selection_table(chosen, picked), tmp["selection"])
             write_subset(pool, chosen, tmp["subset"])
             pq.write_table(reject_table(rejects), tmp["rejects"])
             pq.write_table(pa.table({"id": pa.array(pool.ids, pa.string())}), tmp["pool_ids"])
@@ -77,21 +77,26 @@ def write_outputs(
     return RunOutputs(directory=out, files=files, manifest=manifest)
 
 
-def write_rejects(cfg: Config, sets: dict[str, ExampleSet]) -> Path:
+def write_rejects(output_dir: str | Path, sets: dict[str, ExampleSet]) -> Path:
     """Write rejects.parquet alone (a run that stops because no row was usable)."""
-    path = Path(cfg.output_dir) / "rejects.parquet"
+    path = Path(output_dir) / "rejects.parquet"
     write_parquet(reject_table([r for s in sets.values() for r in s.rejects]), path)
     return path
 
 
-def selection_table(ids: list[str], selection: Selection) -> pa.Table:
-    """One row per pick: id, rank (0 = first pick), gain, objective after the pick."""
+def selection_table(ids: list[str], picked: Selection | Draw) -> pa.Table:
+    """One row per pick: id, rank (0 = first pick), gain, objective after the pick (NaN for a
+    draw)."""
+    if isinstance(picked, Selection):
+        gains, objective = picked.gains, picked.objective
+    else:
+        gains = objective = np.full(len(ids), np.nan)
     return pa.table(
         {
             "id": pa.array(ids, pa.string()),
             "rank": pa.array(np.arange(len(ids)), pa.int64()),
-            "gain": pa.array(selection.gains, pa.float64()),
-            "objective": pa.array(selection.objective, pa.float64()),
+            "gain": pa.array(gains, pa.float64()),
+            "objective": pa.array(objective, pa.float64()),
         }
     )
 
@@ -99,15 +104,20 @@ def selection_table(ids: list[str], selection: Selection) -> pa.Table:
 def build_manifest(
     cfg: Config,
     sets: dict[str, ExampleSet],
-    selection: Selection,
+    picked: Selection | Draw,
     kernels: Kernels | None,
     timings: dict[str, float],
     fingerprint: str | None,
     files: dict[str, Path],
 ) -> dict[str, Any]:
-    """The run's record: config, versions, counts, timings, objective and its bound."""
+    """The run's record: config, versions, counts, timings, objective and its bound (None for a
+    draw, whose optimizer is the method)."""
     pool = sets["pool"]
-    value, bound = _finite(selection.value), _finite(selection.upper_bound)
+    objective_function, optimizer = None, cfg.method
+    value = bound = None
+    if isinstance(picked, Selection):
+        objective_function, optimizer = STAGES[cfg.stage].objective_name, picked.optimizer
+        value, bound = _finite(picked.value), _finite(picked.upper_bound)
     counts = {
         name: {
             "rows_read": s.n_rows_read,
@@ -120,9 +130,9 @@ def build_manifest(
     return {
         "stage": cfg.stage,
         "method": cfg.method,
-        "objective_function": OBJECTIVE_NAMES[cfg.stage] if kernels is not None else None,
-        "optimizer": selection.optimizer,
-        "selected": len(selection.indices),
+        "objective_function": objective_function,
+        "optimizer": optimizer,
+        "selected": len(picked.indices),
         "pool_size": len(pool.examples),
         "objective": value,
         "upper_bound": bound,
@@ -141,10 +151,10 @@ def _kernel_stats(kernels: Kernels | None) -> dict[str, Any] | None:
     if kernels is None:
         return None
     k = kernels.pool
-    nnz = int(k.nnz) if hasattr(k, "nnz") else int(np.count_nonzero(k))
-    nbytes = (
-        int(k.data.nbytes + k.indices.nbytes + k.indptr.nbytes) if hasattr(k, "nnz") else k.nbytes
-    )
+    if isinstance(k, np.ndarray):
+        nnz, nbytes = int(np.count_nonzero(k)), k.nbytes
+    else:
+        nnz, nbytes = int(k.nnz), int(k.data.nbytes + k.indices.nbytes + k.indptr.nbytes)
     return {"shape": list(k.shape), "nonzeros": nnz, "bytes": nbytes, **kernels.stats}
 
 

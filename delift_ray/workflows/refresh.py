@@ -21,8 +21,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from delift_ray.config import Config, resolve_budget, store_uri
-from delift_ray.data.examples import ExampleSet, read_examples
+from delift_ray.config import Config, DataConfig, resolve_budget, store_uri
+from delift_ray.data.examples import ExampleSet
+from delift_ray.data.read import read_examples
+from delift_ray.distributed.session import run_scope
 from delift_ray.errors import DeliftError
 from delift_ray.files import writable_dir, write_parquet
 from delift_ray.workflows.outputs import RunOutputs
@@ -66,6 +68,7 @@ def previous_ids(previous: Path | None) -> set[str]:
     return set(pq.read_table(previous / SEEN)["id"].to_pylist())
 
 
+@run_scope()
 def run_refresh(cfg: Config) -> RunOutputs:
     """One refresh: a new versioned run over the grown pool, then `latest` moves to it."""
     root = writable_dir(Path(cfg.refresh.root), "refresh")
@@ -94,7 +97,7 @@ def run_refresh(cfg: Config) -> RunOutputs:
             raise DeliftError(f"refresh: no new rows since {previous.name}; nothing to select")
         sets = {
             "pool": dataclasses.replace(pool, examples=new),
-            "existing": previous_selection(cfg, previous),
+            "existing": previous_selection(cfg.data, previous),
         }
         run_cfg = dataclasses.replace(run_cfg, stage="continual")
         resolve_budget(cfg.budget, len(new))
@@ -110,8 +113,8 @@ def run_refresh(cfg: Config) -> RunOutputs:
     return result
 
 
-def previous_selection(cfg: Config, previous: Path) -> ExampleSet:
+def previous_selection(pool: DataConfig, previous: Path) -> ExampleSet:
     """The previous run's chosen subset, read back with the pool's field mapping."""
     manifest = json.loads((previous / "manifest.json").read_text())
     subset = previous / manifest["files"]["subset"]
-    return read_examples(dataclasses.replace(cfg.data, path=str(subset)))
+    return read_examples(dataclasses.replace(pool, path=str(subset)))

@@ -1,36 +1,35 @@
 """One selection run, stage by stage, in the order it happens.
 
-read -> (delift: tokenizer + pairs -> plan -> estimate -> score on Ray -> reduce | se: embed)
-     -> greedy -> outputs + manifest
+read -> kernels, as the method gets them (scored utilities: tokenizer + pairs -> plan ->
+estimate -> score on Ray -> reduce | sentence embeddings: embed | none) -> the method's order
+(greedy on the stage's objective, or a draw) -> outputs + manifest
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from delift_ray.config import SCORED_METHODS, Config, resolve_budget
-from delift_ray.data.examples import ExampleSet, read_examples
-from delift_ray.distributed.session import ray_session
-from delift_ray.errors import DeliftError
+from delift_ray.config import Config, resolve_budget, store_uri
+from delift_ray.data.examples import ExampleSet
+from delift_ray.data.read import read_examples
+from delift_ray.distributed.maps import task_map
+from delift_ray.distributed.session import run_scope
 from delift_ray.files import prepare_output_dir
 from delift_ray.scoring import stage as st
 from delift_ray.scoring.templates import EncodedSet
-from delift_ray.selection.greedy import Selection
 from delift_ray.selection.methods import (
+    METHODS,
     Kernels,
-    cross_set,
-    quota_groups,
-    quota_order,
-    random_order,
-    run_greedy,
-    se_kernels,
+    OrderRequest,
+    ScoredUtilities,
+    SentenceEmbeddings,
+    UtilityTransform,
 )
+from delift_ray.selection.stages import STAGES
 from delift_ray.workflows.outputs import (
     RunOutputs,
     write_outputs,
@@ -57,13 +56,13 @@ class PhaseTimer:
 def read_sets(cfg: Config) -> dict[str, ExampleSet]:
     """Read the pool and, if the stage needs one, the target or existing set."""
     sets = {"pool": read_examples(cfg.data)}
-    if cfg.stage == "task" and cfg.target is not None:
-        sets["target"] = read_examples(cfg.target)
-    if cfg.stage == "continual" and cfg.existing is not None:
-        sets["existing"] = read_examples(cfg.existing)
+    name = STAGES[cfg.stage].cross
+    if name is not None and getattr(cfg, name) is not None:
+        sets[name] = read_examples(getattr(cfg, name))
     return sets
 
 
+@run_scope()
 def run_select(
     cfg: Config,
     dry_run: bool = False,
@@ -76,24 +75,26 @@ def run_select(
     previous selection); `extra_manifest` adds fields to the manifest.
     """
     timer = PhaseTimer()
+    method, stage = METHODS[cfg.method], STAGES[cfg.stage]
     if not dry_run:
         prepare_output_dir(cfg.output_dir)
     with timer("read"):
         sets = dict(sets) if sets is not None else read_sets(cfg)
-    pool, cross = sets["pool"], cross_set(cfg, sets)
+    pool, cross = sets["pool"], stage.cross_set(sets)
     if not pool.examples and not dry_run:
-        write_rejects(cfg, sets)  # so the error's pointer to rejects.parquet holds
+        write_rejects(cfg.output_dir, sets)  # so the error's pointer to rejects.parquet holds
     resolve_budget(cfg.budget, len(pool.examples))  # fail before any expensive work
     kernels: Kernels | None = None
     fingerprint = None
-    if cfg.method in SCORED_METHODS:
+    if isinstance(method.kernels, ScoredUtilities):
         with timer("prepare"):
-            setup = st.prepare(cfg)
+            setup = st.prepare(cfg.model, cfg.templates, cfg.scoring, store_uri(cfg))
             fingerprint = setup.fingerprint
             pool, pool_enc = st.drop_unscorable(setup.prompts, pool)
             sets["pool"] = pool
         budget = resolve_budget(cfg.budget, len(pool.examples))
-        kernels = score_delift(cfg, setup, pool, pool_enc, cross, timer, dry_run)
+        transform = method.kernels.transform
+        kernels = score_delift(cfg, setup, pool, pool_enc, cross, timer, dry_run, transform)
         if kernels is None:
             return None
     else:
@@ -103,15 +104,17 @@ def run_select(
                 f"[delift-ray] plan: method {cfg.method}, select {budget} of {len(pool.examples)}"
             )
             return None
-        if cfg.method == "se":
+        if isinstance(method.kernels, SentenceEmbeddings):
             with timer("embed"):
-                kernels = se_kernels(cfg, pool, cross)
+                kernels = method.kernels.build(cfg.embedder, pool, cross)
     with timer("select"):
-        selection = choose(cfg, kernels, pool, budget)
+        objective = None
+        if kernels is not None:
+            objective = stage.objective(kernels.pool, kernels.cross, cfg.selection)
+        request = OrderRequest(pool, budget, cfg.seed, cfg.selection, objective, task_map)
+        picked = method.order(request)
     with timer("write"):
-        return write_outputs(
-            cfg, sets, selection, kernels, timer.seconds, fingerprint, extra_manifest
-        )
+        return write_outputs(cfg, sets, picked, kernels, timer.seconds, fingerprint, extra_manifest)
 
 
 def score_delift(
@@ -122,15 +125,16 @@ def score_delift(
     cross: ExampleSet | None,
     timer: PhaseTimer,
     dry_run: bool,
+    transform: UtilityTransform | None = None,
 ) -> Kernels | None:
-    """Pairs, plan, estimate, score what the store lacks, reduce to kernels (None if dry run)."""
+    """Pairs, plan, estimate, score what the store lacks, reduce to kernels (None if dry run);
+    `transform` rewrites each kernel's utilities before scaling (see scoring.stage.reduce)."""
     sets = st.text_sets(pool, cross)
     local = cfg.scoring.executor == "local" or cfg.pairs.embedder == "self"
     with timer("load_model"):
         scorer: Any = st.load_local_model(setup) if local else None
-    on_ray = st.search_on_ray(cfg, len(pool.examples))
-    with timer("pairs"), ray_session() if on_ray else nullcontext():
-        pairs = st.choose_pairs(cfg, sets, scorer)
+    with timer("pairs"):
+        pairs = st.choose_pairs(cfg.pairs, cfg.embedder, cfg.scoring, cfg.seed, sets, scorer)
     with timer("plan"):
         plan = st.plan(setup, sets, pairs)
         est = st.estimate(setup, sets, plan, pool_enc)
@@ -141,42 +145,16 @@ def score_delift(
         st.print_estimate(est, speed, workers)
     if dry_run:
         return None
-    work = plan.pairs_to_score or len(plan.todo_plain)
-    session = ray_session() if cfg.scoring.executor == "ray" and work else None
-    with timer("score"), session or nullcontext():
+    with timer("score"):
         scored = st.execute(setup, sets, plan, scorer if cfg.scoring.executor == "local" else None)
     with timer("reduce"):
-        k, cross_k, utilities = st.reduce(cfg, setup, sets, plan, scored)
+        k, cross_k, utilities = st.reduce(
+            setup, sets, plan, scored, cfg.selection.scaling, cfg.stage, transform, cfg.seed
+        )
     keep_table = cfg.pairs.mode == "dense"
     return Kernels(
         pool=k,
         cross=cross_k,
         utilities=utilities if keep_table else None,
         stats={**plan.stats, **est, **scored.counters, "pairs_mode": cfg.pairs.mode},
-    )
-
-
-def choose(cfg: Config, kernels: Kernels | None, pool: ExampleSet, budget: int) -> Selection:
-    """The ranked pick for the method: greedy on a kernel, a seeded random draw (overall or per
-    quota group), or everything."""
-    if kernels is not None:
-        return run_greedy(cfg, kernels, pool.ids, budget)
-    n = len(pool.examples)
-    if cfg.method == "full":
-        order = np.arange(n, dtype=np.int64)
-    elif cfg.method == "random":
-        order = random_order(n, budget, cfg.seed)
-    elif cfg.method == "quota":
-        order = quota_order(quota_groups(pool, cfg.selection.quota_by), budget, cfg.seed)
-    else:
-        raise DeliftError(f"method {cfg.method} needs a kernel")  # pragma: no cover
-    nan = np.full(len(order), np.nan)
-    return Selection(
-        indices=order,
-        gains=nan,
-        objective=nan,
-        value=float("nan"),
-        upper_bound=float("nan"),
-        optimizer=cfg.method,
-        evaluations=0,
     )

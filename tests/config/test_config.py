@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from delift_ray.config import Config, load_config, resolve_budget
+from delift_ray.config import (
+    COMMAND_SECTIONS,
+    ActorPoolConfig,
+    Config,
+    load_config,
+    resolve_budget,
+    sections_of,
+)
 from delift_ray.errors import DeliftError
 
 
@@ -51,6 +60,7 @@ def test_fraction_budget_stays_float(tmp_path, pool_file):
         ("budget=lots", "budget has a bad value"),
         ("seed=1.5", "seed must be an integer"),
         ("method=magic", "method must be one of delift, delift-shuffled, se, random, quota, full"),
+        ("stage=final", "stage must be one of instruction, task, continual; got 'final'"),
         ("stage=task", "stage task needs target.path"),
         ("stage=continual", "stage continual needs existing.path"),
         ("scoring.max_batch_tokens=0", "scoring.max_batch_tokens must be >= 1"),
@@ -106,3 +116,67 @@ def test_testbed_configs_load_once_their_data_exists(tmp_path, name, arms):
         [f"model.path={tmp_path}", f"data.path={paths['pool']}", f"eval.test.path={paths['test']}"],
     )
     assert len(plan(cfg)) == arms
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lora_dropout=1.5", "config: train.lora_dropout must be in [0, 1)"),
+        ("train.epochs=0", "config: train.epochs must be >= 1"),
+    ],
+)
+def test_a_command_checks_only_the_sections_it_uses(pool_file, override, message):
+    base = [f"data.path={pool_file}", "model.path=m", override]
+    assert load_config(None, base, command="select").train  # select does not read train
+    assert load_config(None, base, command="refresh").train
+    for command in ("train", "compare", None):  # None: every section
+        with pytest.raises(DeliftError) as e:
+            load_config(None, base, command=command)
+        assert str(e.value) == message
+
+
+def test_every_command_still_stops_on_unknown_keys_and_bad_types(pool_file):
+    for command in COMMAND_SECTIONS:
+        with pytest.raises(DeliftError, match=r"unknown key train\.dropout"):
+            load_config(None, [f"data.path={pool_file}", "train.dropout=0.1"], command=command)
+        with pytest.raises(DeliftError, match=r"train\.lora_dropout must be a number"):
+            load_config(None, [f"data.path={pool_file}", "train.lora_dropout=x"], command=command)
+
+
+def test_select_rules_do_not_stop_train_or_eval(pool_file):
+    bad = [f"data.path={pool_file}", "model.path=m", "pairs.k=0", "budget=-1", "stage=task"]
+    assert load_config(None, bad, command="train").pairs.k == 0
+    assert load_config(None, bad, command="eval").budget == -1
+    with pytest.raises(DeliftError, match="budget must be > 0"):
+        load_config(None, bad, command="select")
+
+
+def test_command_sections_are_config_sections():
+    names = {f.name for f in dataclasses.fields(Config)}
+    for command, sections in COMMAND_SECTIONS.items():
+        assert set(sections) - {"run"} <= names, command
+        assert set(sections) <= set(sections_of(None)), command
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("scoring.actors=0", "config: scoring.actors must be >= 1"),
+        ("eval.actors=0", "config: eval.actors must be >= 1"),
+        ("scoring.cpus_per_actor=-1", "config: scoring.cpus_per_actor must be >= 0"),
+        ("eval.cpus_per_actor=0", "config: eval.cpus_per_actor must be > 0"),
+        ("scoring.gpus_per_actor=-1", "config: scoring.gpus_per_actor must be >= 0"),
+        ("eval.gpus_per_actor=-1", "config: eval.gpus_per_actor must be >= 0"),
+    ],
+)
+def test_scoring_and_eval_share_one_actor_pool_type(pool_file, override, message):
+    assert isinstance(Config().scoring, ActorPoolConfig)
+    assert isinstance(Config().eval, ActorPoolConfig)
+    with pytest.raises(DeliftError) as e:
+        load_config(None, [f"data.path={pool_file}", "model.path=m", override])
+    assert str(e.value) == message
+
+
+def test_scoring_actors_may_reserve_no_cpu(pool_file):
+    cfg = load_config(None, [f"data.path={pool_file}", "model.path=m", "scoring.cpus_per_actor=0"])
+    assert cfg.scoring.cpus_per_actor == 0

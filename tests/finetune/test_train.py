@@ -4,6 +4,8 @@ LoRA merged into a loadable model, and a run that resumes from its checkpoint af
 from __future__ import annotations
 
 import json
+import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +14,23 @@ import torch
 
 import pipelines.train as train_job
 from delift_ray.config import ModelConfig, load_config
-from delift_ray.data.examples import read_examples
-from delift_ray.finetune.train import (
-    ATTENTION_PROJECTIONS,
+from delift_ray.data.read import read_examples
+from delift_ray.finetune.driver import run_train, subset_path
+from delift_ray.finetune.layout import (
     IGNORE,
     Layout,
     collate,
     encode_pairs,
-    epoch_batches,
     mean_response_loss,
     response_nll,
-    run_train,
-    subset_path,
 )
+from delift_ray.finetune.worker import ATTENTION_PROJECTIONS, epoch_batches
 from delift_ray.models.load import load_model, load_tokenizer
 
 WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl"]
+# The fault fires at the start of this epoch: by then the second epoch's report has been queued,
+# which Ray allows only once the first epoch's checkpoint was collected.
+FAULT_EPOCH = 2
 
 
 def write_rows(path, words=WORDS):
@@ -171,10 +174,17 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_model_d
     pool = write_rows(tmp_path / "pool.jsonl")
     cfg = train_cfg(tmp_path, tiny_model_dir, pool, "train.epochs=3", "train.max_failures=1")
     marker = tmp_path / "crashed"
-    result = run_train(cfg, fault_marker=str(marker))
+    result = run_train(cfg, on_epoch=partial(kill_rank_0_once, str(marker)))
     assert marker.exists()
     m = result.manifest
     assert len(m["losses"]) == 3
     first, restart = m["attempt_start_epochs"]
     print(f"attempts started at epochs {first} and {restart}; losses {m['losses']}")
     assert first == 0 and restart in (1, 2)
+
+
+def kill_rank_0_once(marker: str, epoch: int, rank: int) -> None:
+    """The fault: while `marker` is missing, rank 0 dies at the start of FAULT_EPOCH."""
+    if rank == 0 and epoch == FAULT_EPOCH and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)

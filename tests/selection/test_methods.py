@@ -1,4 +1,4 @@
-"""Selection methods without a kernel: the per-group quota draw."""
+"""The method table, and the methods without a kernel: the per-group quota draw."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from delift_ray.selection.methods import quota_order
+from delift_ray.config import SelectionConfig
+from delift_ray.data.examples import Example, ExampleSet
+from delift_ray.errors import DeliftError
+from delift_ray.selection.methods import (
+    METHODS,
+    Draw,
+    OrderRequest,
+    ScoredUtilities,
+    SentenceEmbeddings,
+    permute_utilities,
+    quota_order,
+    run_greedy,
+)
 
 
 def test_quota_gives_small_groups_everything_and_shares_the_rest_evenly():
@@ -32,3 +44,49 @@ def test_quota_is_max_min_fair(seed):
     for g, size in zip(sorted(set(groups), key=lambda x: int(x[1:])), sizes):
         # every group either gives all its rows or is within one row of the largest share
         assert counts[g] == size or counts[g] >= top - 1
+
+
+def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
+    assert list(METHODS) == ["delift", "delift-shuffled", "se", "random", "quota", "full"]
+    needs = {name: m.needs for name, m in METHODS.items()}
+    assert needs == {
+        "delift": "utilities",
+        "delift-shuffled": "utilities",
+        "se": "embeddings",
+        "random": "nothing",
+        "quota": "nothing",
+        "full": "nothing",
+    }
+    assert [n for n, m in METHODS.items() if m.seeded_draw] == ["random", "quota"]
+    assert [n for n, m in METHODS.items() if m.whole_pool] == ["full"]
+    assert isinstance(METHODS["se"].kernels, SentenceEmbeddings)
+    shuffled = METHODS["delift-shuffled"].kernels
+    assert isinstance(shuffled, ScoredUtilities) and shuffled.transform is permute_utilities
+    assert METHODS["delift"].kernels == ScoredUtilities()  # the utilities as scored
+
+
+def test_permute_utilities_is_the_documented_seeded_permutation():
+    u = np.arange(10.0)
+    np.testing.assert_array_equal(
+        permute_utilities(u, 3, 1), np.random.default_rng([3, 1]).permutation(u)
+    )
+
+
+def pool_of(kinds):
+    examples = [
+        Example(id=str(k), source="p", row=k, x="x", y="y", record={"kind": kind})
+        for k, kind in enumerate(kinds)
+    ]
+    return ExampleSet(examples, rejects=[], duplicates={}, schema=None, format="jsonl")
+
+
+def test_unscored_methods_draw_without_an_objective():
+    req = OrderRequest(pool_of("aabbbc"), 3, 0, SelectionConfig(quota_by="kind"))
+    for name in ("random", "quota", "full"):
+        picked = METHODS[name].order(req)
+        assert isinstance(picked, Draw) and picked.indices.dtype == np.int64
+    assert METHODS["full"].order(req).indices.tolist() == [0, 1, 2, 3, 4, 5]
+    quota = METHODS["quota"].order(req).indices
+    assert sorted("aabbbc"[i] for i in quota) == ["a", "b", "c"]
+    with pytest.raises(DeliftError, match="greedy needs a method that builds kernels"):
+        run_greedy(req)

@@ -1,13 +1,13 @@
-"""RandGreeDi on a real local Ray: quality vs central greedy, determinism, partition, dispatch."""
+"""RandGreeDi: quality vs central greedy, determinism, partition, dispatch; in-process, and its
+parts as Ray tasks on a real local Ray."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from delift_ray.distributed.maps import task_map
 from delift_ray.errors import DeliftError
 from delift_ray.selection.greedy import lazy_greedy
 from delift_ray.selection.objectives import (
@@ -19,24 +19,6 @@ from delift_ray.selection.objectives import (
 from delift_ray.selection.randgreedi import auto_parts, partition, randgreedi, select
 
 N, PER_COLUMN, BUDGET = 20_000, 48, 200
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster() -> Iterator[None]:
-    """One small local Ray for the module (reused if a caller already started one)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=4,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=200 * 2**20,
-        )
-    yield
-    if started:
-        ray.shutdown()
 
 
 def sparse_kernel(n: int, per_column: int, seed: int = 0) -> sp.csc_array:
@@ -94,6 +76,15 @@ def test_same_seed_same_picks_other_seed_other_parts(kernel, ids) -> None:
     assert np.array_equal(first.gains, again.gains)
     m = auto_parts(N, BUDGET)
     assert not np.array_equal(partition(ids, m, 7), partition(ids, m, 8))
+
+
+def test_parts_as_ray_tasks_pick_what_the_in_process_map_picks(kernel, ids, ray_local) -> None:
+    obj = fl_mutual_information(kernel, sp.random(N, 40, density=0.05, format="csr", rng=2))
+    local = randgreedi(obj, BUDGET, ids, seed=5)
+    on_ray = randgreedi(obj, BUDGET, ids, seed=5, map_fn=task_map)
+    assert np.array_equal(on_ray.indices, local.indices)
+    assert np.array_equal(on_ray.gains, local.gains)
+    assert on_ray.evaluations == local.evaluations and on_ray.value == local.value
 
 
 def test_partition_follows_ids_not_their_order(ids) -> None:

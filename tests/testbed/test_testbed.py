@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from delift_ray.config import DataConfig, TemplatesConfig
-from delift_ray.data.examples import read_examples
+from delift_ray.data.read import read_examples
 from delift_ray.models.tiny import build_tokenizer
 from delift_ray.scoring.templates import Prompts
 from delift_ray.testbed import check, generate, pretrain

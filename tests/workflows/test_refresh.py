@@ -7,8 +7,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from delift_ray.config import load_config
-from delift_ray.data.examples import DataConfig, read_examples
+from delift_ray.config import DataConfig, load_config
+from delift_ray.data.read import read_examples
 from delift_ray.workflows.refresh import run_refresh
 from tests.conftest import WORDS, write_word_pool
 

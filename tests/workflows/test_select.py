@@ -11,17 +11,26 @@ import pytest
 from transformers import AutoTokenizer
 
 from delift_ray.config import DataConfig, TemplatesConfig, load_config
-from delift_ray.data.examples import read_examples
+from delift_ray.data.read import read_examples
 from delift_ray.errors import DeliftError
 from delift_ray.scoring.stage import drop_unscorable
 from delift_ray.scoring.templates import Prompts
 from delift_ray.selection.greedy import naive_greedy
 from delift_ray.selection.kernels import scale_utilities
+from delift_ray.selection.methods import (
+    METHODS,
+    Draw,
+    Kernels,
+    Method,
+    SentenceEmbeddings,
+    run_greedy,
+)
 from delift_ray.selection.objectives import (
     facility_location,
     fl_conditional_gain,
     fl_mutual_information,
 )
+from delift_ray.workflows.compare import Arm, plan
 from delift_ray.workflows.select import run_select
 
 KINDS = {
@@ -236,3 +245,43 @@ def test_drop_unscorable_returns_the_encoding_of_the_rows_it_keeps(files, tiny_m
     for name in ("plain_query", "query", "demo", "response"):
         got, want = getattr(enc, name), getattr(fresh, name)
         assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_a_new_method_is_one_entry_in_the_table(tmp_path, files, tiny_model_dir, monkeypatch):
+    def last_first(req):  # no kernels: the last `budget` rows, the last one first
+        n = len(req.pool.examples)
+        return Draw(np.arange(n - 1, n - 1 - req.budget, -1, dtype=np.int64))
+
+    def length_kernel(embedder, pool, cross):  # kernels of its own: responses of similar length
+        lengths = np.array([len(y) for y in pool.ys], dtype=float)
+        return Kernels(pool=1 / (1 + np.abs(lengths[:, None] - lengths[None, :])))
+
+    monkeypatch.setitem(METHODS, "last-first", Method(None, last_first))
+    monkeypatch.setitem(METHODS, "by-length", Method(SentenceEmbeddings(length_kernel), run_greedy))
+
+    drawn = run_select(config(tmp_path, files, tiny_model_dir, "method=last-first"))
+    ids = pq.read_table(drawn.files["pool_ids"])["id"].to_pylist()
+    sel = pq.read_table(drawn.files["selection"]).to_pandas()
+    assert list(sel["id"]) == ids[::-1][:4]
+    assert sel["gain"].isna().all() and sel["objective"].isna().all()
+    m = drawn.manifest
+    assert (m["method"], m["optimizer"], m["objective_function"]) == (
+        "last-first",
+        "last-first",
+        None,
+    )
+    assert (m["objective"], m["upper_bound"], m["kernel"]) == (None, None, None)
+
+    greedy = run_select(config(tmp_path, files, tiny_model_dir, "method=by-length"))
+    pool = read_examples(DataConfig(path=str(files["pool"])))
+    expected = naive_greedy(facility_location(length_kernel(None, pool, None).pool), 4)
+    sel = pq.read_table(greedy.files["selection"]).to_pandas()
+    assert list(sel["id"]) == [pool.ids[k] for k in expected.indices]
+    np.testing.assert_allclose(sel["gain"], expected.gains, rtol=1e-9)
+    assert greedy.manifest["objective_function"] == "FL"
+    assert greedy.manifest["optimizer"] == "lazy"
+
+    cfg = config(tmp_path, files, tiny_model_dir, "compare.methods=by-length,last-first")
+    assert plan(cfg) == [Arm("by-length", 4), Arm("last-first", 4)]
+    with pytest.raises(DeliftError, match=r"method must be one of .*, full, last-first, by-length"):
+        config(tmp_path, files, tiny_model_dir, "method=first-last")

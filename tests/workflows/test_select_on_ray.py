@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from delift_ray.config import ModelConfig, ScoringConfig, TemplatesConfig, load_config
-from delift_ray.distributed.maps import knn_pairs_on_ray, score_blocks
+from delift_ray.distributed.scoring import knn_pairs_on_ray, score_blocks
 from delift_ray.errors import DeliftError
 from delift_ray.scoring.blocks import POOL, TextSet, WorkerSpec, plan_plain
 from delift_ray.scoring.pairs import knn_pairs

@@ -1,0 +1,363 @@
+"""The config's sections: one dataclass per YAML section, each checking its own values.
+
+`validate(key)` raises a one-line DeliftError naming `key.<field>` for a value that is wrong
+whatever the data; `key` is where the section sits in the YAML (`data`, `eval.test`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from delift_ray.errors import DeliftError
+
+PLAIN_TEMPLATE = (
+    "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
+)
+EXAMPLE_TEMPLATE = (
+    "Instruction:\nUse the following example as a guide to answer the query in the same format "
+    "and style, providing a clear and concise response.\n\n\n"
+    "Example:\n{example_prompt}\n{example_response}\n\n\nQuery:\n{query}\n"
+)
+Method = str  # a selection method's name: a key of delift_ray.selection.methods.METHODS
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def show(value: Any) -> str:
+    """A bounded repr for messages: a YAML value can be huge, or an alias bomb."""
+    return _SHORT.repr(value)
+
+
+def check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """DeliftError unless `value` is one of `choices`."""
+    if value not in choices:
+        raise DeliftError(
+            f"config: {key} must be one of {', '.join(map(str, choices))}; got {show(value)}"
+        )
+
+
+def check_at_least(section: object, key: str, names: tuple[str, ...], low: float) -> None:
+    """DeliftError naming the first of `names` whose value in `section` is below `low`."""
+    for name in names:
+        if getattr(section, name) < low:
+            raise DeliftError(f"config: {key}.{name} must be >= {low}")
+
+
+class Section:
+    """A config section; subclasses check their own values."""
+
+    def validate(self, key: str) -> None:
+        """Raise DeliftError naming `key.<field>` for a wrong value (default: nothing to check)."""
+
+
+@dataclass
+class DataConfig(Section):
+    """Where a set of examples lives and how its rows map to (prompt x, response y)."""
+
+    path: str = ""
+    format: Literal["alpaca", "messages"] = "alpaca"
+    instruction_field: str = "instruction"
+    input_field: str = "input"
+    output_field: str = "output"
+    messages_field: str = "messages"
+    prompt_template: str = "Instruction: {instruction}\nInput: {input}\n"
+    response_template: str = " {output}"
+
+    def validate(self, key: str) -> None:
+        """The path is given and exists (or is a URI); the response template shows the output."""
+        if not self.path:
+            raise DeliftError(f"config: {key}.path is required")
+        if "://" not in self.path and not Path(self.path).exists():
+            raise DeliftError(f"config: {key}.path does not exist: {self.path}")
+        if self.format == "alpaca" and "{" + self.output_field + "}" not in self.response_template:
+            raise DeliftError(
+                f"config: {key}.response_template must contain {{{self.output_field}}}"
+            )
+
+
+@dataclass
+class ModelConfig(Section):
+    """The causal LM that scores utilities."""
+
+    path: str = ""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
+    max_length: int | None = None
+
+    def validate(self, key: str) -> None:
+        """A context limit, if given, of at least 8 tokens."""
+        if self.max_length is not None and self.max_length < 8:
+            raise DeliftError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class TemplatesConfig(Section):
+    """Scoring prompts (SPEC §3). `{query}` is x_i; the example's fields are x_j and y_j."""
+
+    plain: str = PLAIN_TEMPLATE
+    with_example: str = EXAMPLE_TEMPLATE
+    add_bos: Literal["auto", "always", "never"] = "auto"
+
+    def validate(self, key: str) -> None:
+        """Each template holds its placeholders."""
+        if "{query}" not in self.plain:
+            raise DeliftError(f"config: {key}.plain must contain {{query}}")
+        for ph in ("{query}", "{example_prompt}", "{example_response}"):
+            if ph not in self.with_example:
+                raise DeliftError(f"config: {key}.with_example must contain {ph}")
+
+
+@dataclass
+class PairsConfig(Section):
+    """Which (target, demonstration) pairs are scored: all, or each target's k nearest + itself."""
+
+    mode: Literal["dense", "knn"] = "dense"
+    k: int = 64
+    embedder: Literal["sentence", "self"] = "sentence"
+    search_on_ray_from_rows: int = 50_000
+    random_k: int = 0
+
+    def validate(self, key: str) -> None:
+        """k >= 1 neighbours, random_k >= 0 extra candidates."""
+        if self.random_k < 0:
+            raise DeliftError(f"config: {key}.random_k must be >= 0, got {self.random_k}")
+        if self.k < 1:
+            raise DeliftError(f"config: {key}.k must be >= 1, got {self.k}")
+
+
+@dataclass
+class ActorPoolConfig(Section):
+    """Where a stage's model work runs: in-process (local) or on a pool of Ray actors."""
+
+    executor: Literal["ray", "local"] = "ray"
+    actors: int = 1
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    cpus_must_be_positive: ClassVar[bool] = False  # else 0 = the actor reserves no CPU
+
+    def validate(self, key: str) -> None:
+        """At least one actor; CPUs and GPUs per actor not negative (CPUs > 0 where required)."""
+        if self.actors < 1:
+            raise DeliftError(f"config: {key}.actors must be >= 1")
+        positive = self.cpus_must_be_positive
+        if self.cpus_per_actor < 0 or (positive and self.cpus_per_actor == 0):
+            raise DeliftError(
+                f"config: {key}.cpus_per_actor must be {'> 0' if positive else '>= 0'}"
+            )
+        if self.gpus_per_actor < 0:
+            raise DeliftError(f"config: {key}.gpus_per_actor must be >= 0")
+
+
+@dataclass
+class ScoringConfig(ActorPoolConfig):
+    """Batching, the distance used for utilities, and the scoring actors."""
+
+    distance: Literal["d", "cpmi"] = "d"
+    max_batch_tokens: int = 8192
+    max_batch_size: int = 64
+    prefix_sharing: bool = True
+    demos_per_block: int = 32
+    targets_per_plain_block: int = 1024
+    calibration_pairs: int = 32
+
+    def validate(self, key: str) -> None:
+        """Batch and block sizes >= 1, then the actor pool."""
+        sizes = ("max_batch_tokens", "max_batch_size", "demos_per_block", "targets_per_plain_block")
+        check_at_least(self, key, sizes, 1)
+        super().validate(key)
+
+
+@dataclass
+class StoreConfig(Section):
+    """Where raw utility blocks live; empty uri = <output_dir>/store."""
+
+    uri: str = ""
+
+
+@dataclass
+class SelectionConfig(Section):
+    """Kernel scaling and the greedy optimiser."""
+
+    scaling: Literal["minmax", "clip"] = "minmax"
+    optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
+    stochastic_epsilon: float = 0.01
+    eta: float = 1.0
+    nu: float = 1.0
+    distributed: Literal["auto", "central", "randgreedi"] = "auto"
+    parts: int = 0
+    central_max_nonzeros: int = 200_000_000
+    quota_by: str = ""  # method quota: the row field whose values share the budget equally
+
+    def validate(self, key: str) -> None:
+        """parts >= 0, epsilon in (0, 1), eta and nu >= 0."""
+        if self.parts < 0:
+            raise DeliftError(f"config: {key}.parts must be >= 0 (0 = automatic)")
+        if not 0 < self.stochastic_epsilon < 1:
+            raise DeliftError(f"config: {key}.stochastic_epsilon must be in (0, 1)")
+        check_at_least(self, key, ("eta", "nu"), 0)
+
+
+@dataclass
+class EmbedderConfig(Section):
+    """Sentence-embedding model for the `se` baseline; empty path = bundled all-MiniLM-L6-v2."""
+
+    path: str = ""
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig(Section):
+    """Fine-tuning on Ray Train (SPEC §7); empty subset = the whole data.path pool ("full").
+
+    `subset` is a subset file or a selection run's output_dir (its subset.jsonl/.parquet);
+    `batch_size` is rows per step on each worker; empty storage_path = <output_dir>/train and
+    empty output_model = <output_dir>/model (the merged model, loadable like any model).
+    """
+
+    subset: str = ""
+    method: Literal["full", "lora"] = "full"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 8
+    max_length: int = 512
+    workers: int = 1
+    use_gpu: bool = False
+    storage_path: str = ""
+    max_failures: int = 0
+    seed: int = 0
+    output_model: str = ""
+
+    def validate(self, key: str) -> None:
+        """Counts >= 1, lr and lora_alpha > 0, dropout in [0, 1), max_failures >= -1."""
+        check_at_least(self, key, ("epochs", "batch_size", "workers", "lora_r"), 1)
+        if self.max_length < 8:
+            raise DeliftError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
+        for name in ("lr", "lora_alpha"):
+            if getattr(self, name) <= 0:
+                raise DeliftError(f"config: {key}.{name} must be > 0")
+        if not 0 <= self.lora_dropout < 1:
+            raise DeliftError(f"config: {key}.lora_dropout must be in [0, 1)")
+        if self.max_failures < -1:
+            raise DeliftError(f"config: {key}.max_failures must be >= 0 (or -1 = retry forever)")
+
+
+@dataclass
+class EvalConfig(ActorPoolConfig):
+    """Held-out evaluation; empty model_path = the trained model (train.output_model)."""
+
+    test: DataConfig | None = None
+    model_path: str = ""
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    exact_match: bool = True
+    cpus_must_be_positive: ClassVar[bool] = True  # a generator needs a CPU of its own
+
+    def validate(self, key: str) -> None:
+        """Token and batch counts >= 1, the actor pool, and the test set if given."""
+        check_at_least(self, key, ("max_new_tokens", "batch_size"), 1)
+        super().validate(key)
+        if self.test is not None:
+            self.test.validate(f"{key}.test")
+
+
+@dataclass
+class RefreshConfig(Section):
+    """Scheduled refreshes: versioned runs under `root`, a `latest` pointer, a shared store."""
+
+    root: str = "runs/refresh"
+    mode: Literal["full", "continual"] = "full"
+
+
+@dataclass
+class CompareConfig(Section):
+    """`compare`: each method's subset fine-tuned per `train` and evaluated on `eval.test`.
+
+    Lists are comma-separated strings. `seeds` is a count n (training seeds train.seed, +1, ...)
+    or a list of seeds ("0,3"; quote a single one: "7"); random and quota draw `random_subsets`
+    subsets (selection seeds seed, +1, ...), each trained with every seed (`draw_seeds: all`) or
+    draw k with the k-th seed, cycling (`draw_seeds: one`: as many runs as draws, every seed
+    used once draws >= seeds); empty `budgets` = `budget`.
+    """
+
+    methods: str = "random,se,delift,full"
+    seeds: int | str = 1
+    random_subsets: int = 1
+    draw_seeds: Literal["all", "one"] = "all"
+    budgets: str | int | float = ""
+
+    def method_list(self) -> list[Method]:
+        """The methods to compare, in order; DeliftError if one is unknown or repeated."""
+        from delift_ray.selection.methods import METHODS  # the table imports this module
+
+        names = _items(self.methods, "compare.methods")
+        for name in names:
+            if name not in METHODS:
+                raise DeliftError(
+                    f"config: compare.methods has unknown method {show(name)} "
+                    f"(known: {', '.join(METHODS)})"
+                )
+        return names
+
+    def seed_list(self, first: int) -> list[int]:
+        """The training seeds: `seeds` of them from `first`, or the listed ones."""
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise DeliftError(f"config: compare.seeds must be >= 1, got {self.seeds}")
+            return list(range(first, first + self.seeds))
+        seeds = [_number(s, "compare.seeds") for s in _items(self.seeds, "compare.seeds")]
+        if any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise DeliftError(f"config: compare.seeds must be integers >= 0, got {self.seeds!r}")
+        return [int(s) for s in seeds]
+
+    def budget_list(self, default: int | float) -> list[int | float]:
+        """The budgets: `budgets` parsed (fractions in (0, 1] or counts >= 1), else [default]."""
+        text = str(self.budgets)
+        if not text.strip():
+            return [default]
+        budgets = [_number(b, "compare.budgets") for b in _items(text, "compare.budgets")]
+        for b in budgets:
+            if b <= 0 or (isinstance(b, float) and b > 1):
+                raise DeliftError(
+                    f"config: compare.budgets must be fractions in (0, 1] or counts >= 1, got {b}"
+                )
+        return budgets
+
+    def validate(self, key: str) -> None:
+        """Known methods, valid seeds and budgets, at least one random draw."""
+        self.method_list()
+        self.seed_list(0)
+        self.budget_list(1.0)
+        if self.random_subsets < 1:
+            raise DeliftError(f"config: {key}.random_subsets must be >= 1")
+
+
+def _items(text: str, key: str) -> list[str]:
+    """The comma-separated items of `text`; DeliftError if none or one repeats."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise DeliftError(f"config: {key} must list at least one item")
+    if len(set(items)) < len(items):
+        raise DeliftError(f"config: {key} lists an item twice: {text!r}")
+    return items
+
+
+def _number(text: str, key: str) -> int | float:
+    """An int, or failing that a float, from `text`; DeliftError if neither."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            return value
+    raise DeliftError(f"config: {key} has a bad number {show(text)}")

@@ -1,0 +1,191 @@
+"""Fine-tune the model on a subset with Ray Train, full or LoRA, loss on response tokens only:
+the driver.
+
+It lays the rows out (finetune.layout), fits a gang of training workers (finetune.worker on
+distributed.train_gang) that resumes from the last checkpoint after a failure, and exports the
+result. The run's name hashes the model, the rows and the recipe, so rerunning a config
+continues its run and a changed config starts a fresh one. After fit, the driver rebuilds the
+model from the last checkpoint, merges LoRA weights into it and saves a plain model directory
+that loads like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delift_ray.config import Config, ModelConfig, config_to_dict
+from delift_ray.data.read import read_examples
+from delift_ray.distributed.session import run_scope
+from delift_ray.distributed.train_gang import fit_gang
+from delift_ray.errors import DeliftError
+from delift_ray.files import prepare_output_dir, write_json
+from delift_ray.finetune.layout import Layout, encode_pairs
+from delift_ray.finetune.worker import (
+    MODEL_STATE,
+    PROGRESS,
+    EpochHook,
+    build_model,
+    load_trainable,
+    train_worker,
+)
+from delift_ray.models.load import (
+    fingerprint,
+    load_tokenizer,
+    max_length,
+    model_config,
+    with_absolute_path,
+)
+from delift_ray.versions import package_versions
+
+SUBSET_FILES = ("subset.jsonl", "subset.parquet")
+# Not part of the run's identity: where it is stored, how it survives failures, where it ends.
+RUN_INDEPENDENT = ("subset", "storage_path", "max_failures", "output_model", "use_gpu")
+
+
+@dataclass
+class TrainResult:
+    """Where the trained model and the manifest went, and the manifest's contents."""
+
+    model_dir: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+
+def subset_path(cfg: Config) -> str:
+    """The rows to train on: train.subset (a file, or a selection's output_dir), else data.path."""
+    path = cfg.train.subset or cfg.data.path
+    if "://" not in path and Path(path).is_dir():
+        found = [Path(path, name) for name in SUBSET_FILES if Path(path, name).is_file()]
+        if found:
+            return str(found[0])
+    return path
+
+
+def output_model_path(cfg: Config) -> Path:
+    """Where the trained model is saved: train.output_model, else <output_dir>/model."""
+    return Path(cfg.train.output_model or Path(cfg.output_dir, "model")).expanduser()
+
+
+def storage_path(cfg: Config) -> str:
+    """Ray Train's storage: train.storage_path (absolute path or URI), else <output_dir>/train."""
+    path = cfg.train.storage_path or str(Path(cfg.output_dir, "train"))
+    return path if "://" in path else str(Path(path).expanduser().absolute())
+
+
+@run_scope()
+def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
+    """Fine-tune per cfg.train on Ray Train; save the model and <output_dir>/train_manifest.json.
+
+    `on_epoch(epoch, rank)`, if given, is called by every worker as each epoch starts (it must
+    pickle: Ray ships it to the workers).
+    """
+    started = time.perf_counter()
+    if not cfg.model.path:
+        raise DeliftError("config: train needs model.path (the model to fine-tune)")
+    # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
+    cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
+    out = prepare_output_dir(cfg.output_dir)
+    source = subset_path(cfg)
+    rows = read_examples(dataclasses.replace(cfg.data, path=source))
+    tokenizer = load_tokenizer(cfg.model)
+    limit = min(cfg.train.max_length, max_length(cfg.model, model_config(cfg.model), tokenizer))
+    layout = Layout.of(tokenizer, cfg.templates.add_bos)
+    encoded = encode_pairs(tokenizer, layout, rows.xs, rows.ys, limit)
+    pairs = [p for p in encoded if p is not None]
+    if not pairs:
+        raise DeliftError(f"train: no row of {source} fits in {limit} tokens (or none is usable)")
+    base = fingerprint(cfg.model)
+    name = run_name(cfg, base, rows.ids, layout, limit)
+    storage = storage_path(cfg)
+    fit_start = time.perf_counter()
+    t = cfg.train
+    worker_inputs = {
+        "pairs": pairs,
+        "pad_id": tokenizer.pad_token_id,
+        "train": t,
+        "model": cfg.model,
+        "on_epoch": on_epoch,
+    }
+    checkpoint = fit_gang(
+        train_worker,
+        worker_inputs,
+        workers=t.workers,
+        use_gpu=t.use_gpu,
+        max_failures=t.max_failures,
+        name=name,
+        storage=storage,
+        hint="lower train.workers" + (", or set train.use_gpu: false" if t.use_gpu else ""),
+    )
+    fit_s = time.perf_counter() - fit_start
+    model_dir = output_model_path(cfg)
+    with checkpoint.as_directory() as d:
+        progress = json.loads(Path(d, PROGRESS).read_text())
+        export_model(cfg, Path(d, MODEL_STATE), model_dir)
+    tokens = sum(len(ids) for ids, _ in pairs)
+    response = sum(len(ids) - n_prompt for ids, n_prompt in pairs)
+    manifest = {
+        "subset": source,
+        "rows": len(pairs),
+        "rows_read": rows.n_rows_read,
+        "rejected": len(rows.rejects),
+        "too_long": len(encoded) - len(pairs),
+        "method": cfg.train.method,
+        "epochs": cfg.train.epochs,
+        "workers": cfg.train.workers,
+        "losses": progress["losses"],
+        "attempt_start_epochs": progress["starts"],
+        "tokens_per_epoch": tokens,
+        "training_tokens": tokens * cfg.train.epochs,
+        "response_tokens": response * cfg.train.epochs,
+        "max_length": limit,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "fit_s": round(fit_s, 3),
+        "run_name": name,
+        "storage_path": storage,
+        "checkpoint": checkpoint.path,
+        "output_model": str(model_dir),
+        "base_model_fingerprint": base,
+        "model_fingerprint": fingerprint(ModelConfig(path=str(model_dir), dtype=cfg.model.dtype)),
+        "versions": package_versions(),
+        "config": config_to_dict(cfg),
+    }
+    manifest_path = out / "train_manifest.json"
+    write_json(manifest, manifest_path)
+    return TrainResult(model_dir=model_dir, manifest_path=manifest_path, manifest=manifest)
+
+
+def run_name(cfg: Config, model_fp: str, ids: Sequence[str], layout: Layout, limit: int) -> str:
+    """train-<hash of model, rows, layout and recipe>: same inputs, same run (and checkpoints)."""
+    recipe = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RUN_INDEPENDENT}
+    key = json.dumps([model_fp, list(ids), list(layout.bos), limit, recipe], sort_keys=True)
+    return "train-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def export_model(cfg: Config, state_file: Path, out: Path) -> None:
+    """Rebuild the model with the checkpoint's weights (LoRA merged) and save it to `out`."""
+    import torch
+
+    model, tokenizer = build_model(cfg.model, cfg.train)
+    load_trainable(model, torch.load(state_file, map_location="cpu", weights_only=True))
+    if cfg.train.method == "lora":
+        model = model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

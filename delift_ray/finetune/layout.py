@@ -1,0 +1,105 @@
+"""The token layout shared by training and evaluation, and the response-only loss.
+
+Every example is laid out as ``[BOS] x EOS y EOS`` (the scoring layout without a template); the
+labels are -100 on BOS, the prompt and its EOS, so the loss covers the response and the final
+EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from delift_ray.scoring.templates import wants_bos
+
+IGNORE = -100
+
+Pair = tuple[list[int], int]  # token ids of one example, number of prompt positions
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The token layout shared by training and evaluation: [BOS] x EOS y EOS."""
+
+    bos: tuple[int, ...]
+    eos: int
+
+    @classmethod
+    def of(cls, tokenizer: Any, add_bos: str) -> Layout:
+        """The layout for a tokenizer; BOS per templates.add_bos (auto/always/never)."""
+        bos = (tokenizer.bos_token_id,) if wants_bos(tokenizer, add_bos) else ()
+        return cls(bos=bos, eos=tokenizer.eos_token_id)
+
+    def prompt(self, x: Sequence[int], room: int) -> list[int]:
+        """[BOS] x EOS in at most `room` tokens; x loses tokens from its left if it must."""
+        keep = max(room - len(self.bos) - 1, 0)
+        return [*self.bos, *x[max(len(x) - keep, 0) :], self.eos]
+
+    def pair(self, x: Sequence[int], y: Sequence[int], limit: int) -> Pair | None:
+        """([BOS] x EOS y EOS, prompt length) in at most `limit` tokens; None if y cannot fit."""
+        room = limit - len(y) - 1
+        if room < len(self.bos) + 1:
+            return None
+        prompt = self.prompt(x, room)
+        return [*prompt, *y, self.eos], len(prompt)
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text, without special tokens."""
+    if not texts:
+        return []
+    return tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def encode_pairs(
+    tokenizer: Any, layout: Layout, xs: Sequence[str], ys: Sequence[str], limit: int
+) -> list[Pair | None]:
+    """The layout of each (x, y) within `limit` tokens (None where y does not fit)."""
+    x_ids, y_ids = tokenize(tokenizer, xs), tokenize(tokenizer, ys)
+    return [layout.pair(x, y, limit) for x, y in zip(x_ids, y_ids, strict=True)]
+
+
+def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, Any]:
+    """Right-padded input_ids and attention_mask, and labels that are -100 off the response."""
+    import torch
+
+    width = max(len(ids) for ids, _ in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    labels = torch.full((len(pairs), width), IGNORE, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(pairs):
+        tokens = torch.tensor(ids, dtype=torch.long)
+        input_ids[row, : len(ids)] = tokens
+        attention_mask[row, : len(ids)] = 1
+        labels[row, n_prompt : len(ids)] = tokens[n_prompt:]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def response_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Per row: the summed NLL of the labelled tokens (teacher forcing) and how many there are."""
+    import torch
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    target = batch["labels"][:, 1:]
+    scored = target != IGNORE
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target.clamp(min=0), reduction="none"
+    )
+    return (nll * scored).sum(1), scored.sum(1)
+
+
+def mean_response_loss(
+    model: Any, pairs: Sequence[Pair], pad_id: int, batch_size: int = 16
+) -> float:
+    """Token-weighted mean response NLL of `pairs` under `model`, without gradients."""
+    import torch
+
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            batch = collate(pairs[start : start + batch_size], pad_id)
+            nll, n = response_nll(model, {k: v.to(device) for k, v in batch.items()})
+            total, count = total + float(nll.sum()), count + int(n.sum())
+    return total / max(count, 1)
