@@ -1,16 +1,14 @@
-"""Scoring and the kNN search on Ray: blocks on the actor map, neighbour search on the task map."""
+"""Scoring on Ray: the blocks of a run on the actor map (or in-process, per scoring.executor)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
 
-from delift_ray.distributed.maps import Batch, actor_map, task_map
+from delift_ray.distributed.maps import Batch, actor_map
 from delift_ray.scoring.blocks import Block, BlockWorker, TextSet, WorkerSpec
-from delift_ray.scoring.pairs import block_neighbours, check_k, neighbour_pairs, row_blocks
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -50,25 +48,3 @@ def score_blocks(
         BatchedBlockWorker, kwargs, rows, job.scoring, "a scoring actor", "scoring"
     ):
         on_block(summary)
-
-
-def knn_pairs_on_ray(
-    target_emb: np.ndarray,
-    demo_emb: np.ndarray,
-    k: int,
-    same_set: bool,
-    block_rows: int = 4096,
-) -> tuple[np.ndarray, np.ndarray]:
-    """knn_pairs with the blocked top-k search spread over Ray tasks (large pools)."""
-    check_k(k, len(demo_emb), same_set)
-    search = partial(_search_block, k=k, same_set=same_set)
-    embeddings = {"targets": target_emb, "demos": demo_emb}
-    parts = task_map(search, row_blocks(len(target_emb), block_rows), embeddings, cpus=0.5)
-    nbrs = np.concatenate(parts) if parts else np.empty((0, k), np.int64)
-    return neighbour_pairs(nbrs, same_set)
-
-
-def _search_block(
-    block: tuple[int, int], targets: np.ndarray, demos: np.ndarray, k: int, same_set: bool
-) -> np.ndarray:
-    return block_neighbours(targets, demos, k, same_set, *block)

@@ -5,9 +5,12 @@ Pairs come back grouped by demonstration j, the order in which prefix sharing sc
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from delift_ray.errors import DeliftError
+from delift_ray.map_fn import MapFn, local_map
 
 
 def dense_pairs(n_targets: int, n_demos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,13 +86,22 @@ def knn_pairs(
     k: int,
     same_set: bool,
     block_rows: int = 4096,
+    map_fn: MapFn = local_map,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each target's k nearest demonstrations (plus itself when both sets are the same)."""
+    """Each target's k nearest demonstrations (plus itself when both sets are the same); the
+    blocks of target rows are searched by `map_fn` (in-process, or Ray tasks for large pools)."""
     check_k(k, len(demo_emb), same_set)
-    blocks = row_blocks(len(target_emb), block_rows)
-    parts = [block_neighbours(target_emb, demo_emb, k, same_set, a, b) for a, b in blocks]
+    search = partial(_search_block, k=k, same_set=same_set)
+    embeddings = {"targets": target_emb, "demos": demo_emb}
+    parts = map_fn(search, row_blocks(len(target_emb), block_rows), embeddings)
     nbrs = np.concatenate(parts) if parts else np.empty((0, k), np.int64)
     return neighbour_pairs(nbrs, same_set)
+
+
+def _search_block(
+    block: tuple[int, int], targets: np.ndarray, demos: np.ndarray, k: int, same_set: bool
+) -> np.ndarray:
+    return block_neighbours(targets, demos, k, same_set, *block)
 
 
 def random_pairs(

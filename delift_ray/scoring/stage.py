@@ -10,6 +10,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -23,8 +24,10 @@ from delift_ray.config import (
     TemplatesConfig,
 )
 from delift_ray.data.examples import ExampleSet, Reject
-from delift_ray.distributed.scoring import knn_pairs_on_ray, score_blocks
+from delift_ray.distributed.maps import task_map
+from delift_ray.distributed.scoring import score_blocks
 from delift_ray.errors import DeliftError
+from delift_ray.map_fn import local_map
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.models.load import fingerprint, load_tokenizer, max_length, model_config
 from delift_ray.progress import ProgressBar
@@ -144,11 +147,12 @@ def choose_pairs(
             out[CROSS] = dense_pairs(n, len(sets[CROSS].ids))
         return out
     emb = {name: embed(pairs, embedder, s, local_scorer) for name, s in sets.items()}
-    search = knn_pairs_on_ray if search_on_ray(pairs, scoring, n) else knn_pairs
-    out = {POOL: search(emb[POOL], emb[POOL], pairs.k, same_set=True)}
+    # large pools: each block of targets searched in a Ray task of half a CPU
+    map_fn = partial(task_map, cpus=0.5) if search_on_ray(pairs, scoring, n) else local_map
+    out = {POOL: knn_pairs(emb[POOL], emb[POOL], pairs.k, same_set=True, map_fn=map_fn)}
     if CROSS in sets:
         k = min(pairs.k, len(sets[CROSS].ids))
-        out[CROSS] = search(emb[POOL], emb[CROSS], k, same_set=False)
+        out[CROSS] = knn_pairs(emb[POOL], emb[CROSS], k, same_set=False, map_fn=map_fn)
     if pairs.random_k:  # a few random candidates per target sample each demo's global utility
         for name, found in out.items():
             extra = random_pairs(n, len(sets[name].ids), pairs.random_k, seed)

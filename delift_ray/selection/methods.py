@@ -18,12 +18,13 @@ import scipy.sparse as sp
 from delift_ray.config import EmbedderConfig, SelectionConfig
 from delift_ray.data.examples import ExampleSet
 from delift_ray.errors import DeliftError
+from delift_ray.map_fn import MapFn, local_map
 from delift_ray.models.embed import embed_texts
 from delift_ray.progress import ProgressBar
 from delift_ray.selection.greedy import Selection
 from delift_ray.selection.kernels import cosine_kernel
 from delift_ray.selection.objectives import Objective
-from delift_ray.selection.randgreedi import MapFn, local_map, select
+from delift_ray.selection.randgreedi import select
 
 
 @dataclass

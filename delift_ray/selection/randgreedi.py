@@ -18,29 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from delift_ray.config import SelectionConfig
 from delift_ray.errors import DeliftError
+from delift_ray.map_fn import MapFn, local_map
 from delift_ray.progress import ProgressFn
 from delift_ray.selection.greedy import Selection, finish_selection, greedy
 from delift_ray.selection.objectives import Objective
 
 MODES = ("auto", "central", "randgreedi")
 MAX_PARTS = 64
-
-# map_fn(fn, items, shared) -> [fn(item, **shared) for item in items], in order
-MapFn = Callable[[Callable[..., Any], Sequence[Any], Mapping[str, Any]], list[Any]]
-
-
-def local_map(fn: Callable[..., Any], items: Sequence[Any], shared: Mapping[str, Any]) -> list[Any]:
-    """The in-process map function: [fn(item, **shared) for item in items]."""
-    return [fn(item, **shared) for item in items]
 
 
 def auto_parts(n: int, budget: int) -> int:

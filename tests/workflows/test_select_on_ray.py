@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from delift_ray.config import ModelConfig, ScoringConfig, TemplatesConfig, load_config
-from delift_ray.distributed.scoring import knn_pairs_on_ray, score_blocks
+from delift_ray.distributed.maps import task_map
+from delift_ray.distributed.scoring import score_blocks
 from delift_ray.errors import DeliftError
 from delift_ray.scoring.blocks import POOL, TextSet, WorkerSpec, plan_plain
 from delift_ray.scoring.pairs import knn_pairs
@@ -89,7 +90,7 @@ def test_knn_search_on_ray_data_equals_local_search(ray_local):
     other = emb[:40] + 0.01
     for targets, demos, same in ((emb, emb, True), (emb, other, False)):
         local = knn_pairs(targets, demos, 5, same_set=same, block_rows=64)
-        on_ray = knn_pairs_on_ray(targets, demos, 5, same_set=same, block_rows=64)
+        on_ray = knn_pairs(targets, demos, 5, same_set=same, block_rows=64, map_fn=task_map)
         np.testing.assert_array_equal(local[0], on_ray[0])
         np.testing.assert_array_equal(local[1], on_ray[1])
 
