@@ -19,9 +19,7 @@ evaluation of one run, as recorded when each sub-run ran.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import time
@@ -31,9 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
-
 from delift_ray.config import (
     CompareConfig,
     Config,
@@ -42,37 +37,26 @@ from delift_ray.config import (
     config_to_dict,
     store_uri,
 )
-from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
 from delift_ray.errors import DeliftError
 from delift_ray.files import prepare_output_dir, write_text
 from delift_ray.finetune.driver import output_model_path, run_train
 from delift_ray.finetune.evaluate import run_eval
 from delift_ray.selection.methods import METHODS
-from delift_ray.workflows import compare_plots as plots
+from delift_ray.workflows.compare_plots import draw_plots
+from delift_ray.workflows.compare_tables import (
+    METRICS,
+    RUN_COLUMNS,
+    TABLE_COLUMNS,
+    markdown,
+    markdown_table,
+    summarize,
+    write_csv,
+)
 from delift_ray.workflows.select import run_select
 
-METRICS = {
-    "exact_match": "exact match",
-    "rouge1": "ROUGE-1",
-    "rougeL": "ROUGE-L",
-    "cosine": "cosine",
-    "response_loss": "response loss",
-}
-COSTS = ("selected", "training_tokens", "select_s", "train_s", "eval_s", "wall_s")
-RUN_COLUMNS = ("method", "budget", "draw", "seed", *COSTS, *METRICS)
-TABLE_COLUMNS = (
-    "method",
-    "budget",
-    "runs",
-    *COSTS,
-    *(c for m in METRICS for c in (m, f"{m}_std")),
-)
 FINAL = {"select": "manifest.json", "train": "train_manifest.json", "eval": "eval.json"}
 UNUSED = {"select": ("train", "eval"), "train": ("eval",), "eval": ()}
-PLOTS = ("metrics", "gain_curve", "composition")
-COMPOSITION_COLUMNS = ("kind", "source")
-MAX_CATEGORIES = 10
 
 
 @dataclass(frozen=True)
@@ -236,7 +220,7 @@ def run_compare(cfg: Config) -> CompareResult:
     files = {
         "runs": write_csv(runs, RUN_COLUMNS, root / "runs.csv"),
         "comparison": write_csv(table, TABLE_COLUMNS, root / "comparison.csv"),
-        **draw_plots(cfg, arms, table, labels, root),
+        **draw_plots(cfg.data, selection_files(cfg, arms), table, labels, root),
     }
     lines = markdown_table(table, labels)
     files["markdown"] = write_text(markdown(cfg, lines, seeds, files), root / "comparison.md")
@@ -296,23 +280,6 @@ def run_row(
     }
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (method, budget): run count, mean costs, mean and sample std per metric."""
-    groups: dict[tuple[str, int | float], list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["method"], r["budget"]), []).append(r)
-    table = []
-    for (method, budget), rows in groups.items():
-        row: dict[str, Any] = {"method": method, "budget": budget, "runs": len(rows)}
-        row.update({k: float(np.mean([r[k] for r in rows])) for k in COSTS})
-        for m in METRICS:
-            values = [r[m] for r in rows]
-            row[m] = float(np.mean(values))
-            row[f"{m}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-        table.append(row)
-    return table
-
-
 def arm_labels(arms: Sequence[Arm]) -> dict[tuple[str, int | float], str]:
     """Display name per (method, budget): the method, plus the budget when there are several."""
     several = len({a.budget for a in arms if not a.whole_pool}) > 1
@@ -322,137 +289,9 @@ def arm_labels(arms: Sequence[Arm]) -> dict[tuple[str, int | float], str]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# files
-
-
-def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> Path:
-    """Write rows as CSV atomically; NaN and None as empty cells, floats at full precision."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
-    return write_text(buf.getvalue(), path)
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def markdown_table(
-    table: Sequence[dict[str, Any]], labels: dict[tuple[str, int | float], str]
-) -> list[str]:
-    """The comparison as Markdown table lines: metrics as mean ± std, then costs."""
-    head = ["method", "budget", "runs", "rows", *METRICS.values(), "training tokens", "wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table:
-        cells = [
-            labels[row["method"], row["budget"]],
-            str(row["budget"]),
-            str(row["runs"]),
-            f"{row['selected']:,.0f}",
-            *(format_metric(row[m], row[f"{m}_std"]) for m in METRICS),
-            f"{row['training_tokens']:,.0f}",
-            f"{row['wall_s']:.1f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def format_metric(mean: float, std: float) -> str:
-    """`mean ± std` to 4 decimals; the mean alone for one run; n/a for a missing metric."""
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
-
-
-def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, Path]) -> str:
-    """comparison.md: the setup, the table, and the plots."""
-    t = cfg.train
-    test = cfg.eval.test.path if cfg.eval.test is not None else ""
-    setup = (
-        f"Pool `{cfg.data.path}`, test set `{test}`, model `{cfg.model.path}`. "
-        f"One training recipe for every subset: {t.method}, {t.epochs} epoch(s), lr {t.lr}, "
-        f"batch {t.batch_size}, {t.workers} worker(s); training seeds "
-        f"{', '.join(map(str, seeds))}; random draws {cfg.compare.random_subsets}"
-        f"{' (one seed each, in turn)' if cfg.compare.draw_seeds == 'one' else ''}. "
-        "Metrics are means over a method's runs, ± the sample standard deviation where it has "
-        "several; rows = subset size; wall s = selection + training + evaluation of one run."
-    )
-    images = [f"![{key}]({files[key].name})" for key in PLOTS if key in files]
-    return "\n".join(["# Selection methods compared", "", setup, "", *table, "", *images]) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# plots
-
-
-def draw_plots(
-    cfg: Config,
-    arms: Sequence[Arm],
-    table: Sequence[dict[str, Any]],
-    labels: dict[tuple[str, int | float], str],
-    root: Path,
-) -> dict[str, Path]:
-    """metrics.png always; gain_curve.png if an arm has gains; composition.png if rows have a
-    kind or source column. Each is removed if this comparison does not draw it."""
-    names = [labels[r["method"], r["budget"]] for r in table]
-    files = {
-        "metrics": plots.metric_bars(
-            names,
-            {METRICS[m]: [r[m] for r in table] for m in METRICS},
-            {METRICS[m]: [r[f"{m}_std"] for r in table] for m in METRICS},
-            root / "metrics.png",
-        )
-    }
-    selections = {a: pq.read_table(_selection_file(cfg, a)).to_pydict() for a in arms}
-    curves = {
-        labels[a.method, a.budget]: np.asarray(s["gain"], dtype=float)
-        for a, s in selections.items()
-        if np.isfinite(np.asarray(s["gain"], dtype=float)).any()
-    }
-    if curves:
-        files["gain_curve"] = plots.gain_curves(curves, root / "gain_curve.png")
-    shares = composition(cfg, {a: s["id"] for a, s in selections.items()}, labels)
-    if shares is not None:
-        column, by_label = shares
-        files["composition"] = plots.composition_bars(by_label, column, root / "composition.png")
-    for key in PLOTS:
-        if key not in files:  # an earlier comparison's plot would mislead
-            (root / f"{key}.png").unlink(missing_ok=True)
-    return files
-
-
-def _selection_file(cfg: Config, arm: Arm) -> Path:
-    return Path(select_config(cfg, arm).output_dir, "selection.parquet")
-
-
-def composition(
-    cfg: Config,
-    chosen: dict[Arm, list[str]],
-    labels: dict[tuple[str, int | float], str],
-) -> tuple[str, dict[str, dict[str, float]]] | None:
-    """(column, share of each value per label, pool first) by the pool's kind or source column;
-    random draws averaged; None if the pool has neither column."""
-    records = {e.id: e.record for e in read_examples(cfg.data).examples}
-    column = next((c for c in COMPOSITION_COLUMNS if any(c in r for r in records.values())), None)
-    if column is None:
-        return None
-    value = {i: str(r.get(column, "(none)")) for i, r in records.items()}
-    common = [v for v, _ in Counter(value.values()).most_common(MAX_CATEGORIES)]
-    category = {i: v if v in common else "other" for i, v in value.items()}
-    draws: dict[str, list[Counter[str]]] = {"pool": [Counter(category.values())]}
-    for arm, ids in chosen.items():
-        draws.setdefault(labels[arm.method, arm.budget], []).append(
-            Counter(category[i] for i in ids)
-        )
-    order = [*common, "other"] if len(set(value.values())) > len(common) else common
-    return column, {
-        label: {c: float(np.mean([n[c] / n.total() for n in counts])) for c in order}
-        for label, counts in draws.items()
-    }
+def selection_files(cfg: Config, arms: Sequence[Arm]) -> dict[Arm, Path]:
+    """Each arm's selection.parquet."""
+    return {a: Path(select_config(cfg, a).output_dir, "selection.parquet") for a in arms}
 
 
 def summary_lines(result: CompareResult) -> list[str]:

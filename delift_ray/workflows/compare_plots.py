@@ -1,16 +1,27 @@
-"""PNG plots of a comparison, drawn on matplotlib's Agg canvas (no display, no pyplot state)."""
+"""A comparison's PNG plots (metrics, gain curves, subset composition), drawn on matplotlib's
+Agg canvas (no display, no pyplot state)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from delift_ray.config import DataConfig
+from delift_ray.data.read import read_examples
 from delift_ray.files import atomic_path
+from delift_ray.workflows.compare_tables import METRICS, PLOTS
+
+if TYPE_CHECKING:
+    from delift_ray.workflows.compare import Arm
 
 DPI = 110
+COMPOSITION_COLUMNS = ("kind", "source")
+MAX_CATEGORIES = 10
 
 
 def metric_bars(
@@ -87,3 +98,66 @@ def _save(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def draw_plots(
+    data: DataConfig,
+    selections: Mapping[Arm, Path],
+    table: Sequence[dict[str, Any]],
+    labels: dict[tuple[str, int | float], str],
+    root: Path,
+) -> dict[str, Path]:
+    """metrics.png always; gain_curve.png if an arm has gains; composition.png if rows have a
+    kind or source column (`selections`: each arm's selection.parquet). Each is removed if this
+    comparison does not draw it."""
+    names = [labels[r["method"], r["budget"]] for r in table]
+    files = {
+        "metrics": metric_bars(
+            names,
+            {METRICS[m]: [r[m] for r in table] for m in METRICS},
+            {METRICS[m]: [r[f"{m}_std"] for r in table] for m in METRICS},
+            root / "metrics.png",
+        )
+    }
+    picks = {a: pq.read_table(path).to_pydict() for a, path in selections.items()}
+    curves = {
+        labels[a.method, a.budget]: np.asarray(s["gain"], dtype=float)
+        for a, s in picks.items()
+        if np.isfinite(np.asarray(s["gain"], dtype=float)).any()
+    }
+    if curves:
+        files["gain_curve"] = gain_curves(curves, root / "gain_curve.png")
+    shares = composition(data, {a: s["id"] for a, s in picks.items()}, labels)
+    if shares is not None:
+        column, by_label = shares
+        files["composition"] = composition_bars(by_label, column, root / "composition.png")
+    for key in PLOTS:
+        if key not in files:  # an earlier comparison's plot would mislead
+            (root / f"{key}.png").unlink(missing_ok=True)
+    return files
+
+
+def composition(
+    data: DataConfig,
+    chosen: dict[Arm, list[str]],
+    labels: dict[tuple[str, int | float], str],
+) -> tuple[str, dict[str, dict[str, float]]] | None:
+    """(column, share of each value per label, pool first) by the pool's kind or source column;
+    random draws averaged; None if the pool has neither column."""
+    records = {e.id: e.record for e in read_examples(data).examples}
+    column = next((c for c in COMPOSITION_COLUMNS if any(c in r for r in records.values())), None)
+    if column is None:
+        return None
+    value = {i: str(r.get(column, "(none)")) for i, r in records.items()}
+    common = [v for v, _ in Counter(value.values()).most_common(MAX_CATEGORIES)]
+    category = {i: v if v in common else "other" for i, v in value.items()}
+    draws: dict[str, list[Counter[str]]] = {"pool": [Counter(category.values())]}
+    for arm, ids in chosen.items():
+        draws.setdefault(labels[arm.method, arm.budget], []).append(
+            Counter(category[i] for i in ids)
+        )
+    order = [*common, "other"] if len(set(value.values())) > len(common) else common
+    return column, {
+        label: {c: float(np.mean([n[c] / n.total() for n in counts])) for c in order}
+        for label, counts in draws.items()
+    }
