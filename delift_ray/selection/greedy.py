@@ -17,6 +17,10 @@ from delift_ray.errors import DeliftError
 from delift_ray.progress import ProgressFn
 from delift_ray.selection.objectives import Objective, State
 
+# Stale candidates re-evaluated per vectorised call: measured at n = 100k (64 nonzeros a
+# column, budget 30%), 64 took 8.6 s, 16 12.8 s, 256 18.0 s, one at a time 17.6 s.
+LAZY_BATCH = 64
+
 
 @dataclass
 class Selection:
@@ -116,8 +120,10 @@ def lazy_greedy(
     budget: int,
     candidates: Sequence[int] | np.ndarray | None = None,
     progress: ProgressFn | None = None,
+    batch: int = LAZY_BATCH,
 ) -> Selection:
-    """Lazy greedy (Minoux 1978): a max-heap of stale gains, which only ever shrink."""
+    """Lazy greedy (Minoux 1978): a max-heap of stale gains, which only ever shrink; stale heap
+    tops are re-evaluated `batch` at a time in one vectorised call."""
     ground = _ground_set(obj, budget, candidates)
     state = obj.new_state()
     first = obj.gains(state, ground)
@@ -129,24 +135,44 @@ def lazy_greedy(
     picks: list[int] = []
     gains: list[float] = []
     for step in range(budget):
-        while True:
-            neg_bound, j = heapq.heappop(heap)
-            if fresh_at[j] == step:
-                gain = -neg_bound
-                break
-            gain = obj.gain(state, j)
-            evaluations += 1
-            fresh_at[j] = step
-            # Every other gain is <= its stale bound <= the heap top, in (gain, -index) order.
-            if not heap or (gain, -j) >= (-heap[0][0], -heap[0][1]):
-                break
-            heapq.heappush(heap, (-gain, j))
+        # The heap orders by (-gain, index). A fresh top is the exact argmax with the tie rule:
+        # every other candidate's gain is <= its stale bound, which sorts at or below the top.
+        while fresh_at[heap[0][1]] != step:
+            evaluations += _refresh_top(obj, state, heap, fresh_at, step, batch)
+        neg_gain, j = heapq.heappop(heap)
         obj.add(state, j)
         picks.append(j)
-        gains.append(gain)
+        gains.append(-neg_gain)
         if progress is not None:
             progress(step + 1, budget)
     return finish_selection(obj, state, ground, picks, gains, "lazy", evaluations)
+
+
+def _refresh_top(
+    obj: Objective,
+    state: State,
+    heap: list[tuple[float, int]],
+    fresh_at: np.ndarray,
+    step: int,
+    batch: int,
+) -> int:
+    """Pop up to `batch` stale heap tops, push them back with exact gains; returns how many."""
+    stale: list[int] = []
+    fresh: list[tuple[float, int]] = []
+    while heap and len(stale) < batch:
+        entry = heapq.heappop(heap)
+        if fresh_at[entry[1]] == step:
+            fresh.append(entry)
+        else:
+            stale.append(entry[1])
+    js = np.asarray(stale, dtype=np.int64)
+    exact = obj.gains(state, js)  # bit-identical to one gain() per candidate
+    fresh_at[js] = step
+    for entry in fresh:
+        heapq.heappush(heap, entry)
+    for neg_gain, j in zip((-exact).tolist(), stale, strict=True):
+        heapq.heappush(heap, (neg_gain, j))
+    return len(stale)
 
 
 def stochastic_greedy(

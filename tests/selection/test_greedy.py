@@ -72,6 +72,18 @@ def test_lazy_picks_exactly_what_naive_picks(kind, style):
         assert naive.upper_bound == lazy.upper_bound
 
 
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_batched_refresh_picks_what_naive_picks(batch):
+    # Kernels larger than a batch, with many tied gains (integer entries), so that a refresh
+    # pops stale and fresh tops together and ties across batches decide picks.
+    rng = np.random.default_rng(batch)
+    for style in ("integer", "sparse"):
+        obj = facility_location(random_kernel(rng, 300, 400, style))
+        naive, lazy = naive_greedy(obj, 120), lazy_greedy(obj, 120, batch=batch)
+        assert np.array_equal(naive.indices, lazy.indices)
+        assert np.array_equal(naive.gains, lazy.gains)
+
+
 def test_ties_go_to_the_smallest_index():
     rng = np.random.default_rng(7)
     for _ in range(20):
