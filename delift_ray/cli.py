@@ -1,68 +1,130 @@
-"""The `delift-ray` command line: wires config to the pipeline and prints a summary; no compute."""
+"""The `delift-ray` command line: wires config to the pipeline and prints a summary; no compute.
+
+Results (summaries, tables) go to stdout; status lines, warnings and progress bars to stderr.
+Exit codes: 0 done, 1 the run failed (data, model, store, Ray, outputs: one line), 2 a usage or
+config error (argparse's, or "config: ..."), 130 interrupted; any other error keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from delift_ray import logs
 from delift_ray.errors import DeliftError
 from delift_ray.models.offline import use_offline_hub
 
 if TYPE_CHECKING:
+    from delift_ray.config import Config
     from delift_ray.workflows.outputs import RunOutputs
 
 use_offline_hub()
+log = logging.getLogger(__name__)
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+CONFIG_COMMANDS = ("select", "train", "eval", "compare", "refresh")  # config/run.py's commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `delift-ray` console script."""
+    """Entry point of the `delift-ray` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    logs.configure(args.verbosity)
     try:
         return int(args.func(args) or 0)
     except DeliftError as e:
         print(f"delift-ray: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("delift-ray: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="delift-ray", description=__doc__)
+    p.add_argument("--version", action="version", version=f"delift-ray {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    common = _common_args()
 
-    sel = sub.add_parser("select", help="select a subset of the pool (one run per config)")
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=about, parents=[common])
+
+    sel = command("select", "select a subset of the pool (one run per config)")
     _add_config_args(sel)
     sel.add_argument(
         "--dry-run", action="store_true", help="print the plan and cost estimate, then exit"
     )
     sel.set_defaults(func=_select)
 
-    tr = sub.add_parser("train", help="fine-tune the model on a subset with Ray Train")
+    tr = command("train", "fine-tune the model on a subset with Ray Train")
     _add_config_args(tr)
     tr.set_defaults(func=_train)
 
-    ev = sub.add_parser("eval", help="evaluate a model on the held-out test set")
+    ev = command("eval", "evaluate a model on the held-out test set")
     _add_config_args(ev)
     ev.set_defaults(func=_eval)
 
-    cmp = sub.add_parser(
-        "compare", help="select with each method, fine-tune and evaluate each subset; tabulate"
+    cmp = command(
+        "compare", "select with each method, fine-tune and evaluate each subset; tabulate"
     )
     _add_config_args(cmp)
     cmp.set_defaults(func=_compare)
 
-    ref = sub.add_parser("refresh", help="select again after the pool grew; only new pairs scored")
+    ref = command("refresh", "select again after the pool grew; only new pairs scored")
     _add_config_args(ref)
     ref.set_defaults(func=_refresh)
 
-    demo = sub.add_parser("demo-model", help="build the tiny demo model (cached)")
+    show = command("config", "print the resolved, validated config as YAML (what a run uses)")
+    _add_config_args(show)
+    show.add_argument(
+        "--for",
+        dest="for_command",
+        choices=CONFIG_COMMANDS,
+        help="validate only the sections this command uses (default: every section)",
+    )
+    show.set_defaults(func=_show_config)
+
+    demo = command("demo-model", "build the tiny demo model (cached)")
     demo.add_argument("--out", default=".cache/demo-model", help="model directory to write")
     demo.add_argument("--data", default="pipelines/data/demo_pool.jsonl", help="training pool")
     demo.set_defaults(func=_demo_model)
     return p
+
+
+def _common_args() -> argparse.ArgumentParser:
+    """-v / -q, shared by every subcommand."""
+    p = argparse.ArgumentParser(add_help=False)
+    level = p.add_mutually_exclusive_group()
+    level.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=logs.VERBOSE,
+        default=logs.NORMAL,
+        help="debug messages; Ray's and transformers' info messages too",
+    )
+    level.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=logs.QUIET,
+        help="only warnings and errors on stderr, no progress bars (results still on stdout)",
+    )
+    return p
+
+
+def _version() -> str:
+    """The installed delift-ray's version."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("delift-ray")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def job_main(command: str) -> Callable[[Sequence[str] | None], int]:
@@ -87,11 +149,42 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _select(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, command: str | None) -> Config:
+    """The config of args (--config, --set), the sections `command` uses validated."""
     from delift_ray.config import load_config
+
+    cfg = load_config(args.config, args.overrides, command)
+    checked = f"the sections {command} uses" if command else "every section"
+    log.debug("config %s with %d --set: %s valid", args.config, len(args.overrides), checked)
+    return cfg
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from delift_ray.config import config_to_dict
+
+    print(_yaml(config_to_dict(_load(args, args.for_command))), end="")
+    return 0
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    """`data` as block YAML in its own key order, multi-line strings (templates) as `|` blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None  # the emitter quotes it where a block cannot hold it
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
+
+
+def _select(args: argparse.Namespace) -> int:
     from delift_ray.workflows.select import run_select
 
-    cfg = load_config(args.config, args.overrides, args.command)
+    cfg = _load(args, args.command)
     result = run_select(cfg, dry_run=args.dry_run)
     if result is not None:
         print("\n".join(_select_summary(result)))
@@ -99,19 +192,17 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from delift_ray.config import load_config
     from delift_ray.workflows.refresh import run_refresh
 
-    result = run_refresh(load_config(args.config, args.overrides, args.command))
+    result = run_refresh(_load(args, args.command))
     print("\n".join(_select_summary(result)))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from delift_ray.config import load_config
     from delift_ray.finetune.driver import run_train
 
-    cfg = load_config(args.config, args.overrides, args.command)
+    cfg = _load(args, args.command)
     m = run_train(cfg).manifest
     losses = " -> ".join(f"{x:.4f}" for x in m["losses"])
     print(
@@ -125,10 +216,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from delift_ray.config import load_config
     from delift_ray.finetune.evaluate import run_eval
 
-    cfg = load_config(args.config, args.overrides, args.command)
+    cfg = _load(args, args.command)
     result = run_eval(cfg)
     metrics = result.summary["metrics"]
     shown = ", ".join(
@@ -140,10 +230,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from delift_ray.config import load_config
     from delift_ray.workflows.compare import run_compare, summary_lines
 
-    result = run_compare(load_config(args.config, args.overrides, args.command))
+    result = run_compare(_load(args, args.command))
     print("\n".join(summary_lines(result)))
     return 0
 

@@ -1,4 +1,5 @@
-"""Progress of long phases (scoring, greedy): the callback type, and the bar on stderr."""
+"""Progress of long phases (scoring, greedy): the callback type, and the bar on stderr (off with
+the command line's -q)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class ProgressBar:
     def __init__(self, desc: str, total: int, unit: str = "it") -> None:
         from tqdm.auto import tqdm  # here: the selection core imports this module for ProgressFn
 
+        from delift_ray.logs import progress_enabled
+
         interactive = sys.stderr.isatty()
         self._bar = tqdm(
             total=total,
@@ -24,6 +27,7 @@ class ProgressBar:
             mininterval=0.5 if interactive else 10.0,
             leave=interactive,
             dynamic_ncols=True,
+            disable=not progress_enabled(),
         )
 
     def update_to(self, done: int, total: int | None = None) -> None:

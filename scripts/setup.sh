@@ -12,11 +12,14 @@ stamp=.venv/.delift-installed
 want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing pinned dependencies (about 1-3 minutes on a fresh machine)"
-  # One resolve over the lock file, whose torch pin is the CPU build (a bare torch would pull a
-  # multi-GB CUDA build).
+  # The lock pins every package of the tested environment with its hashes (requirements/lock.sh
+  # writes it): --require-hashes installs exactly those files or stops, with pip's message. Its
+  # only torch file is the CPU build (a bare torch would pull a multi-GB CUDA build). The project
+  # itself has no hash: it goes in separately, editable, without dependencies.
   pip=(.venv/bin/pip install -q --disable-pip-version-check --no-compile)
-  "${pip[@]}" -r requirements/lock.txt 2>&1 | grep -v "is ignored" || true
-  "${pip[@]}" --no-deps -e . 2>&1 | grep -v "is ignored" || true
+  quiet() { grep -v "is ignored" || true; }  # pip's status, not grep's, decides (pipefail)
+  "${pip[@]}" --require-hashes -r requirements/lock.txt 2>&1 | quiet
+  "${pip[@]}" --no-deps -e . 2>&1 | quiet
   # Bytecode, compiled once on every core. Without it, where PYTHONDONTWRITEBYTECODE is set (as
   # on CI), every process - each Ray worker and actor - compiles ray/torch/transformers from
   # source: importing them measured 27-34 s instead of 12 s here.

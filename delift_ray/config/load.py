@@ -14,14 +14,14 @@ import yaml
 
 from delift_ray.config.run import Config, sections_of, validate
 from delift_ray.config.sections import check_choice, show
-from delift_ray.errors import DeliftError, first_line
+from delift_ray.errors import ConfigError, first_line
 
 
 def load_config(
     path: str | Path | None, overrides: list[str] | None = None, command: str | None = None
 ) -> Config:
     """Read a YAML config, apply `key.sub=value` overrides, validate the sections `command` uses
-    (all for None); raise DeliftError if bad."""
+    (all for None); raise ConfigError if bad."""
     raw = read_yaml(path) if path is not None else {}
     for item in overrides or []:
         apply_override(raw, item)
@@ -31,33 +31,33 @@ def load_config(
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping a YAML config file holds; DeliftError if it is missing or not one."""
+    """The mapping a YAML config file holds; ConfigError if it is missing or not one."""
     p = Path(path)
     if not p.is_file():
-        raise DeliftError(f"config: file not found: {p}")
+        raise ConfigError(f"config: file not found: {p}")
     try:
         loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise DeliftError(f"config: {p} is not UTF-8 text (byte {e.start})") from None
+        raise ConfigError(f"config: {p} is not UTF-8 text (byte {e.start})") from None
     except RecursionError:
-        raise DeliftError(f"config: {p} is nested too deeply") from None
+        raise ConfigError(f"config: {p} is nested too deeply") from None
     except (yaml.YAMLError, ValueError) as e:  # ValueError: e.g. an int over Python's limit
-        raise DeliftError(f"config: {p} is not valid YAML: {first_line(e)}") from None
+        raise ConfigError(f"config: {p} is not valid YAML: {first_line(e)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise DeliftError(f"config: {p} must hold a mapping at the top level")
+        raise ConfigError(f"config: {p} must hold a mapping at the top level")
     return loaded
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Set `key.sub=value` in raw, the value parsed as YAML (creating sections as needed)."""
     if "=" not in item:
-        raise DeliftError(f"config: --set expects key=value, got {item!r}")
+        raise ConfigError(f"config: --set expects key=value, got {item!r}")
     key, _, text = item.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise DeliftError(f"config: --set has an empty key in {item!r}")
+        raise ConfigError(f"config: --set has an empty key in {item!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except (yaml.YAMLError, ValueError, RecursionError):
@@ -68,7 +68,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise DeliftError(f"config: cannot set {key}: {part} is not a section")
+            raise ConfigError(f"config: cannot set {key}: {part} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -77,12 +77,12 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     """The dataclass `cls` from a mapping, each value coerced to its field's type."""
     where = prefix.rstrip(".") or "config"
     if not isinstance(raw, dict):
-        raise DeliftError(f"config: {where} must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"config: {where} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise DeliftError(
+        raise ConfigError(
             f"config: unknown key {prefix}{unknown[0]} (known keys: {', '.join(sorted(names))})"
         )
     kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
@@ -101,9 +101,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(arg, value, key)
-            except DeliftError as e:
+            except ConfigError as e:
                 errors.append(str(e))
-        raise DeliftError(
+        raise ConfigError(
             errors[0] if len(errors) == 1 else f"config: {key} has a bad value {show(value)}"
         )
     if origin is Literal:
@@ -113,20 +113,20 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return build(tp, value, f"{key}.")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DeliftError(f"config: {key} must be a number, got {show(value)}")
+            raise ConfigError(f"config: {key} must be a number, got {show(value)}")
         if not math.isfinite(value):
-            raise DeliftError(f"config: {key} must be a finite number, got {value}")
+            raise ConfigError(f"config: {key} must be a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DeliftError(f"config: {key} must be an integer, got {show(value)}")
+            raise ConfigError(f"config: {key} must be an integer, got {show(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise DeliftError(f"config: {key} must be true or false, got {show(value)}")
+            raise ConfigError(f"config: {key} must be true or false, got {show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise DeliftError(f"config: {key} must be a string, got {show(value)}")
+            raise ConfigError(f"config: {key} must be a string, got {show(value)}")
         return value
-    raise DeliftError(f"config: {key} has an unsupported type")  # pragma: no cover
+    raise ConfigError(f"config: {key} has an unsupported type")  # pragma: no cover

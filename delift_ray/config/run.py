@@ -24,7 +24,7 @@ from delift_ray.config.sections import (
     TrainConfig,
     check_choice,
 )
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.selection.stages import STAGES
 
 RUN = "run"  # the top-level keys: method, stage (with its target or existing set), budget, seed
@@ -83,7 +83,7 @@ def sections_of(command: str | None) -> tuple[str, ...]:
 def validate(cfg: Config, sections: Iterable[str] = ALL_SECTIONS) -> None:
     """Check output_dir and the values of `sections` that are wrong whatever the data."""
     if not cfg.output_dir:
-        raise DeliftError("config: output_dir must not be empty")
+        raise ConfigError("config: output_dir must not be empty")
     for name in sections:
         if name == RUN:
             validate_run(cfg)
@@ -100,24 +100,24 @@ def validate_run(cfg: Config) -> None:
     check_choice("stage", cfg.stage, tuple(STAGES))
     b = cfg.budget
     if b <= 0:
-        raise DeliftError(f"config: budget must be > 0, got {b}")
+        raise ConfigError(f"config: budget must be > 0, got {b}")
     if isinstance(b, float) and b > 1:
-        raise DeliftError(
+        raise ConfigError(
             f"config: budget {b} is a fraction > 1; use a fraction in (0, 1] or an integer count"
         )
     if cfg.seed < 0:
-        raise DeliftError(f"config: seed must be >= 0, got {cfg.seed}")
+        raise ConfigError(f"config: seed must be >= 0, got {cfg.seed}")
     stage = STAGES[cfg.stage]
     if stage.cross is not None:
         cross = getattr(cfg, stage.cross)
         if cross is None:
-            raise DeliftError(
+            raise ConfigError(
                 f"config: stage {cfg.stage} needs {stage.cross}.path ({stage.cross_role})"
             )
         cross.validate(stage.cross)
     method = METHODS[cfg.method]
     if method.needs == "utilities" and not cfg.model.path:
-        raise DeliftError(f"config: method {cfg.method} needs model.path")
+        raise ConfigError(f"config: method {cfg.method} needs model.path")
     if method.check is not None:
         method.check(cfg.selection)
 
@@ -138,5 +138,5 @@ def resolve_budget(budget: float | int, n: int) -> int:
         raise DeliftError("data: the pool has no usable rows (see rejects.parquet)")
     k = max(1, round(budget * n)) if isinstance(budget, float) else budget
     if k > n:
-        raise DeliftError(f"config: budget {budget} is larger than the pool ({n} usable rows)")
+        raise ConfigError(f"config: budget {budget} is larger than the pool ({n} usable rows)")
     return k

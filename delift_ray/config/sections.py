@@ -1,6 +1,6 @@
 """The config's sections: one dataclass per YAML section, each checking its own values.
 
-`validate(key)` raises a one-line DeliftError naming `key.<field>` for a value that is wrong
+`validate(key)` raises a one-line ConfigError naming `key.<field>` for a value that is wrong
 whatever the data; `key` is where the section sits in the YAML (`data`, `eval.test`, ...).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError
 
 PLAIN_TEMPLATE = (
     "Instruction: Please generate a response to the following query.\n\n\nQuery: {query}\n"
@@ -34,25 +34,25 @@ def show(value: Any) -> str:
 
 
 def check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
-    """DeliftError unless `value` is one of `choices`."""
+    """ConfigError unless `value` is one of `choices`."""
     if value not in choices:
-        raise DeliftError(
+        raise ConfigError(
             f"config: {key} must be one of {', '.join(map(str, choices))}; got {show(value)}"
         )
 
 
 def check_at_least(section: object, key: str, names: tuple[str, ...], low: float) -> None:
-    """DeliftError naming the first of `names` whose value in `section` is below `low`."""
+    """ConfigError naming the first of `names` whose value in `section` is below `low`."""
     for name in names:
         if getattr(section, name) < low:
-            raise DeliftError(f"config: {key}.{name} must be >= {low}")
+            raise ConfigError(f"config: {key}.{name} must be >= {low}")
 
 
 class Section:
     """A config section; subclasses check their own values."""
 
     def validate(self, key: str) -> None:
-        """Raise DeliftError naming `key.<field>` for a wrong value (default: nothing to check)."""
+        """Raise ConfigError naming `key.<field>` for a wrong value (default: nothing to check)."""
 
 
 @dataclass
@@ -71,11 +71,11 @@ class DataConfig(Section):
     def validate(self, key: str) -> None:
         """The path is given and exists (or is a URI); the response template shows the output."""
         if not self.path:
-            raise DeliftError(f"config: {key}.path is required")
+            raise ConfigError(f"config: {key}.path is required")
         if "://" not in self.path and not Path(self.path).exists():
-            raise DeliftError(f"config: {key}.path does not exist: {self.path}")
+            raise ConfigError(f"config: {key}.path does not exist: {self.path}")
         if self.format == "alpaca" and "{" + self.output_field + "}" not in self.response_template:
-            raise DeliftError(
+            raise ConfigError(
                 f"config: {key}.response_template must contain {{{self.output_field}}}"
             )
 
@@ -94,7 +94,7 @@ class ModelConfig(Section):
     def validate(self, key: str) -> None:
         """A context limit, if given, of at least 8 tokens."""
         if self.max_length is not None and self.max_length < 8:
-            raise DeliftError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
+            raise ConfigError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
 
 
 @dataclass
@@ -108,10 +108,10 @@ class TemplatesConfig(Section):
     def validate(self, key: str) -> None:
         """Each template holds its placeholders."""
         if "{query}" not in self.plain:
-            raise DeliftError(f"config: {key}.plain must contain {{query}}")
+            raise ConfigError(f"config: {key}.plain must contain {{query}}")
         for ph in ("{query}", "{example_prompt}", "{example_response}"):
             if ph not in self.with_example:
-                raise DeliftError(f"config: {key}.with_example must contain {ph}")
+                raise ConfigError(f"config: {key}.with_example must contain {ph}")
 
 
 @dataclass
@@ -127,9 +127,9 @@ class PairsConfig(Section):
     def validate(self, key: str) -> None:
         """k >= 1 neighbours, random_k >= 0 extra candidates."""
         if self.random_k < 0:
-            raise DeliftError(f"config: {key}.random_k must be >= 0, got {self.random_k}")
+            raise ConfigError(f"config: {key}.random_k must be >= 0, got {self.random_k}")
         if self.k < 1:
-            raise DeliftError(f"config: {key}.k must be >= 1, got {self.k}")
+            raise ConfigError(f"config: {key}.k must be >= 1, got {self.k}")
 
 
 @dataclass
@@ -145,14 +145,14 @@ class ActorPoolConfig(Section):
     def validate(self, key: str) -> None:
         """At least one actor; CPUs and GPUs per actor not negative (CPUs > 0 where required)."""
         if self.actors < 1:
-            raise DeliftError(f"config: {key}.actors must be >= 1")
+            raise ConfigError(f"config: {key}.actors must be >= 1")
         positive = self.cpus_must_be_positive
         if self.cpus_per_actor < 0 or (positive and self.cpus_per_actor == 0):
-            raise DeliftError(
+            raise ConfigError(
                 f"config: {key}.cpus_per_actor must be {'> 0' if positive else '>= 0'}"
             )
         if self.gpus_per_actor < 0:
-            raise DeliftError(f"config: {key}.gpus_per_actor must be >= 0")
+            raise ConfigError(f"config: {key}.gpus_per_actor must be >= 0")
 
 
 @dataclass
@@ -198,9 +198,9 @@ class SelectionConfig(Section):
     def validate(self, key: str) -> None:
         """parts >= 0, epsilon in (0, 1), eta and nu >= 0."""
         if self.parts < 0:
-            raise DeliftError(f"config: {key}.parts must be >= 0 (0 = automatic)")
+            raise ConfigError(f"config: {key}.parts must be >= 0 (0 = automatic)")
         if not 0 < self.stochastic_epsilon < 1:
-            raise DeliftError(f"config: {key}.stochastic_epsilon must be in (0, 1)")
+            raise ConfigError(f"config: {key}.stochastic_epsilon must be in (0, 1)")
         check_at_least(self, key, ("eta", "nu"), 0)
 
 
@@ -241,14 +241,14 @@ class TrainConfig(Section):
         """Counts >= 1, lr and lora_alpha > 0, dropout in [0, 1), max_failures >= -1."""
         check_at_least(self, key, ("epochs", "batch_size", "workers", "lora_r"), 1)
         if self.max_length < 8:
-            raise DeliftError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
+            raise ConfigError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
         for name in ("lr", "lora_alpha"):
             if getattr(self, name) <= 0:
-                raise DeliftError(f"config: {key}.{name} must be > 0")
+                raise ConfigError(f"config: {key}.{name} must be > 0")
         if not 0 <= self.lora_dropout < 1:
-            raise DeliftError(f"config: {key}.lora_dropout must be in [0, 1)")
+            raise ConfigError(f"config: {key}.lora_dropout must be in [0, 1)")
         if self.max_failures < -1:
-            raise DeliftError(f"config: {key}.max_failures must be >= 0 (or -1 = retry forever)")
+            raise ConfigError(f"config: {key}.max_failures must be >= 0 (or -1 = retry forever)")
 
 
 @dataclass
@@ -296,13 +296,13 @@ class CompareConfig(Section):
     budgets: str | int | float = ""
 
     def method_list(self) -> list[Method]:
-        """The methods to compare, in order; DeliftError if one is unknown or repeated."""
+        """The methods to compare, in order; ConfigError if one is unknown or repeated."""
         from delift_ray.selection.methods import METHODS  # the table imports this module
 
         names = _items(self.methods, "compare.methods")
         for name in names:
             if name not in METHODS:
-                raise DeliftError(
+                raise ConfigError(
                     f"config: compare.methods has unknown method {show(name)} "
                     f"(known: {', '.join(METHODS)})"
                 )
@@ -312,11 +312,11 @@ class CompareConfig(Section):
         """The training seeds: `seeds` of them from `first`, or the listed ones."""
         if isinstance(self.seeds, int):
             if self.seeds < 1:
-                raise DeliftError(f"config: compare.seeds must be >= 1, got {self.seeds}")
+                raise ConfigError(f"config: compare.seeds must be >= 1, got {self.seeds}")
             return list(range(first, first + self.seeds))
         seeds = [_number(s, "compare.seeds") for s in _items(self.seeds, "compare.seeds")]
         if any(not isinstance(s, int) or s < 0 for s in seeds):
-            raise DeliftError(f"config: compare.seeds must be integers >= 0, got {self.seeds!r}")
+            raise ConfigError(f"config: compare.seeds must be integers >= 0, got {self.seeds!r}")
         return [int(s) for s in seeds]
 
     def budget_list(self, default: int | float) -> list[int | float]:
@@ -327,7 +327,7 @@ class CompareConfig(Section):
         budgets = [_number(b, "compare.budgets") for b in _items(text, "compare.budgets")]
         for b in budgets:
             if b <= 0 or (isinstance(b, float) and b > 1):
-                raise DeliftError(
+                raise ConfigError(
                     f"config: compare.budgets must be fractions in (0, 1] or counts >= 1, got {b}"
                 )
         return budgets
@@ -338,21 +338,21 @@ class CompareConfig(Section):
         self.seed_list(0)
         self.budget_list(1.0)
         if self.random_subsets < 1:
-            raise DeliftError(f"config: {key}.random_subsets must be >= 1")
+            raise ConfigError(f"config: {key}.random_subsets must be >= 1")
 
 
 def _items(text: str, key: str) -> list[str]:
-    """The comma-separated items of `text`; DeliftError if none or one repeats."""
+    """The comma-separated items of `text`; ConfigError if none or one repeats."""
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise DeliftError(f"config: {key} must list at least one item")
+        raise ConfigError(f"config: {key} must list at least one item")
     if len(set(items)) < len(items):
-        raise DeliftError(f"config: {key} lists an item twice: {text!r}")
+        raise ConfigError(f"config: {key} lists an item twice: {text!r}")
     return items
 
 
 def _number(text: str, key: str) -> int | float:
-    """An int, or failing that a float, from `text`; DeliftError if neither."""
+    """An int, or failing that a float, from `text`; ConfigError if neither."""
     for kind in (int, float):
         try:
             value = kind(text)
@@ -360,4 +360,4 @@ def _number(text: str, key: str) -> int | float:
             continue
         if math.isfinite(value):
             return value
-    raise DeliftError(f"config: {key} has a bad number {show(text)}")
+    raise ConfigError(f"config: {key} has a bad number {show(text)}")

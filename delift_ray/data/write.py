@@ -1,5 +1,6 @@
-"""Write what a run keeps of its input: the chosen subset in the input's own format and schema,
-and the rejects table."""
+"""Write what a run keeps of its input: the chosen subset in the input's own format and schema
+(JSONL for JSON inputs; Parquet, in the input's Arrow schema, for Parquet and Arrow ones), and
+the rejects table."""
 
 from __future__ import annotations
 

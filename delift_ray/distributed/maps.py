@@ -7,6 +7,7 @@ store once and hand back results in input order, like `map`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -15,6 +16,7 @@ import numpy as np
 from delift_ray.distributed.resources import check_fits
 from delift_ray.distributed.session import using_ray
 from delift_ray.errors import DeliftError, first_line
+from delift_ray.logs import third_party_level
 
 R = TypeVar("R")
 Batch = dict[str, np.ndarray]
@@ -149,9 +151,13 @@ def _apply(fn: Callable[..., R], item: Any, **shared: Any) -> R:
 
 
 def _quiet_ray_data() -> None:
-    """No Ray Data progress bars or per-dataset stats logs (the stages draw their own bars)."""
+    """No Ray Data progress bars or per-dataset stats logs (the stages draw their own bars), and
+    its console log at the level the command line set for Ray (its log file keeps everything)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console; files are not streams
+            handler.setLevel(max(handler.level, third_party_level()))

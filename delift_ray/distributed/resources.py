@@ -8,10 +8,12 @@ joined cluster an autoscaler may still add the node, so it only warns.
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from delift_ray.distributed.session import embedded
 from delift_ray.errors import DeliftError
+
+log = logging.getLogger(__name__)
 
 
 def check_fits(what: str, cpus: float, gpus: float, count: int, hint: str) -> None:
@@ -32,8 +34,4 @@ def check_fits(what: str, cpus: float, gpus: float, count: int, hint: str) -> No
     )
     if embedded():
         raise DeliftError(message)
-    print(
-        f"[delift-ray] warning: {message}; waiting in case an autoscaler adds nodes",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.warning("%s; waiting in case an autoscaler adds nodes", message)

@@ -1,6 +1,10 @@
 """Joining a Ray cluster, or starting an embedded local one, with safe local defaults; and the
 one session a whole run shares.
 
+Which Ray, in order: the one this process already runs; RAY_ADDRESS; a head started on this
+machine with `ray start` (the one plain `ray.init()` would join: the address it recorded in the
+default Ray temp dir, if something still answers there); else an embedded local Ray.
+
 A run (select, refresh, compare, train, eval) enters `run_scope()` once at its top. Ray starts
 only when a stage first asks for it (`using_ray()`), every later stage reuses that session, and
 it stops when the run's outermost scope exits; a run that never needs Ray never starts it.
@@ -8,6 +12,7 @@ it stops when the run's outermost scope exits; a run that never needs Ray never 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -15,7 +20,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from delift_ray.errors import DeliftError
+from delift_ray.logs import third_party_level
 from delift_ray.models.offline import use_offline_hub
+
+log = logging.getLogger(__name__)
 
 LOCAL_ONLY_ENV = {
     "RAY_AUTH_MODE": "disabled",  # loopback-only embedded cluster; token auth breaks `ray job`
@@ -25,7 +33,8 @@ LOCAL_ONLY_ENV = {
 
 @contextmanager
 def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
-    """Use the running Ray (joined via RAY_ADDRESS or already initialised) or start a local one.
+    """Use the running Ray (RAY_ADDRESS, a local `ray start` head, or already initialised) or
+    start a local one.
 
     Yields "cluster" or "local". A local Ray gets at least `min_logical_cpus` logical CPUs so an
     actor pool never starves Ray Data's read tasks on a 2-core machine, binds its dashboard to
@@ -37,27 +46,68 @@ def ray_session(min_logical_cpus: int = 4) -> Iterator[str]:
     if ray.is_initialized():
         yield "cluster"
         return
-    if os.environ.get("RAY_ADDRESS"):
-        check_reachable(os.environ["RAY_ADDRESS"])
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        try:
-            yield "cluster"
-        finally:
-            ray.shutdown()
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+        log.info("ray: joining the Ray cluster at RAY_ADDRESS=%s", address)
+        ray.init(address=address, log_to_driver=True, logging_level=third_party_level())
+    elif (head := local_head()) is not None:
+        log.info("ray: joining the Ray head started on this machine at %s (`ray start`)", head)
+        # No address: ray.init() finds that head itself, with its auth, as a plain `ray.init()`.
+        ray.init(
+            log_to_driver=True, runtime_env={"env_vars": offline}, logging_level=third_party_level()
+        )
+    else:
+        with _embedded_ray(min_logical_cpus, offline):
+            yield "local"
         return
+    try:
+        yield "cluster"
+    finally:
+        ray.shutdown()
+
+
+def local_head() -> str | None:
+    """The address of the head that a plain `ray.init()` would join (the last `ray start` on this
+    machine, recorded in the default Ray temp dir) if something answers there, else None."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        address = canonicalize_bootstrap_address(None)  # type: ignore[arg-type]  # as ray.init()
+    except (ValueError, ConnectionError) as e:  # an unreadable record: start a local Ray
+        log.debug("ray: ignoring the recorded Ray address (%s)", e)
+        return None
+    if address is None:
+        return None
+    try:
+        check_reachable(address, timeout_s=2.0)
+    except DeliftError:
+        log.debug("ray: the Ray head recorded at %s does not answer; starting a local Ray", address)
+        return None
+    return address
+
+
+@contextmanager
+def _embedded_ray(min_logical_cpus: int, offline: dict[str, str]) -> Iterator[None]:
+    """An embedded local Ray for the duration: loopback only, shut down on exit."""
+    import ray
+
     for key, value in LOCAL_ONLY_ENV.items():
         os.environ.setdefault(key, value)
     global _embedded
+    cpus = max(min_logical_cpus, os.cpu_count() or 1)
+    log.info("ray: starting an embedded local Ray (%d logical CPUs)", cpus)
     ray.init(
-        num_cpus=max(min_logical_cpus, os.cpu_count() or 1),
+        num_cpus=cpus,
         include_dashboard=False,
         dashboard_host="127.0.0.1",
         log_to_driver=False,
         runtime_env={"env_vars": offline},
+        logging_level=third_party_level(),
     )
     _embedded = True
     try:
-        yield "local"
+        yield
     finally:
         _embedded = False
         ray.shutdown()

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from delift_ray.config import Config, ModelConfig, config_to_dict
+from delift_ray.config import Config, DataConfig, ModelConfig, TrainConfig, config_to_dict
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
 from delift_ray.distributed.train_gang import fit_gang
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.files import prepare_output_dir, write_json
 from delift_ray.finetune.layout import Layout, encode_pairs
 from delift_ray.finetune.worker import (
@@ -61,9 +61,9 @@ class TrainResult:
     manifest: dict[str, Any]
 
 
-def subset_path(cfg: Config) -> str:
+def subset_path(train: TrainConfig, data: DataConfig) -> str:
     """The rows to train on: train.subset (a file, or a selection's output_dir), else data.path."""
-    path = cfg.train.subset or cfg.data.path
+    path = train.subset or data.path
     if "://" not in path and Path(path).is_dir():
         found = [Path(path, name) for name in SUBSET_FILES if Path(path, name).is_file()]
         if found:
@@ -71,14 +71,14 @@ def subset_path(cfg: Config) -> str:
     return path
 
 
-def output_model_path(cfg: Config) -> Path:
+def output_model_path(train: TrainConfig, output_dir: str) -> Path:
     """Where the trained model is saved: train.output_model, else <output_dir>/model."""
-    return Path(cfg.train.output_model or Path(cfg.output_dir, "model")).expanduser()
+    return Path(train.output_model or Path(output_dir, "model")).expanduser()
 
 
-def storage_path(cfg: Config) -> str:
+def storage_path(train: TrainConfig, output_dir: str) -> str:
     """Ray Train's storage: train.storage_path (absolute path or URI), else <output_dir>/train."""
-    path = cfg.train.storage_path or str(Path(cfg.output_dir, "train"))
+    path = train.storage_path or str(Path(output_dir, "train"))
     return path if "://" in path else str(Path(path).expanduser().absolute())
 
 
@@ -91,11 +91,11 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
     """
     started = time.perf_counter()
     if not cfg.model.path:
-        raise DeliftError("config: train needs model.path (the model to fine-tune)")
+        raise ConfigError("config: train needs model.path (the model to fine-tune)")
     # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
     cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
     out = prepare_output_dir(cfg.output_dir)
-    source = subset_path(cfg)
+    source = subset_path(cfg.train, cfg.data)
     rows = read_examples(dataclasses.replace(cfg.data, path=source))
     tokenizer = load_tokenizer(cfg.model)
     limit = min(cfg.train.max_length, max_length(cfg.model, model_config(cfg.model), tokenizer))
@@ -105,8 +105,8 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
     if not pairs:
         raise DeliftError(f"train: no row of {source} fits in {limit} tokens (or none is usable)")
     base = fingerprint(cfg.model)
-    name = run_name(cfg, base, rows.ids, layout, limit)
-    storage = storage_path(cfg)
+    name = run_name(cfg.train, base, rows.ids, layout, limit)
+    storage = storage_path(cfg.train, cfg.output_dir)
     fit_start = time.perf_counter()
     t = cfg.train
     worker_inputs = {
@@ -127,10 +127,10 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         hint="lower train.workers" + (", or set train.use_gpu: false" if t.use_gpu else ""),
     )
     fit_s = time.perf_counter() - fit_start
-    model_dir = output_model_path(cfg)
+    model_dir = output_model_path(cfg.train, cfg.output_dir)
     with checkpoint.as_directory() as d:
         progress = json.loads(Path(d, PROGRESS).read_text())
-        export_model(cfg, Path(d, MODEL_STATE), model_dir)
+        export_model(cfg.model, cfg.train, Path(d, MODEL_STATE), model_dir)
     tokens = sum(len(ids) for ids, _ in pairs)
     response = sum(len(ids) - n_prompt for ids, n_prompt in pairs)
     manifest = {
@@ -164,20 +164,22 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
     return TrainResult(model_dir=model_dir, manifest_path=manifest_path, manifest=manifest)
 
 
-def run_name(cfg: Config, model_fp: str, ids: Sequence[str], layout: Layout, limit: int) -> str:
+def run_name(
+    train: TrainConfig, model_fp: str, ids: Sequence[str], layout: Layout, limit: int
+) -> str:
     """train-<hash of model, rows, layout and recipe>: same inputs, same run (and checkpoints)."""
-    recipe = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RUN_INDEPENDENT}
+    recipe = {k: v for k, v in dataclasses.asdict(train).items() if k not in RUN_INDEPENDENT}
     key = json.dumps([model_fp, list(ids), list(layout.bos), limit, recipe], sort_keys=True)
     return "train-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def export_model(cfg: Config, state_file: Path, out: Path) -> None:
+def export_model(model_cfg: ModelConfig, train: TrainConfig, state_file: Path, out: Path) -> None:
     """Rebuild the model with the checkpoint's weights (LoRA merged) and save it to `out`."""
     import torch
 
-    model, tokenizer = build_model(cfg.model, cfg.train)
+    model, tokenizer = build_model(model_cfg, train)
     load_trainable(model, torch.load(state_file, map_location="cpu", weights_only=True))
-    if cfg.train.method == "lora":
+    if train.method == "lora":
         model = model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from delift_ray.config import Config, EmbedderConfig, ModelConfig, config_to_dict
+from delift_ray.config import Config, EmbedderConfig, EvalConfig, ModelConfig, config_to_dict
 from delift_ray.data.examples import ExampleSet
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.maps import actor_map
 from delift_ray.distributed.session import run_scope
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.files import prepare_output_dir, write_json, write_parquet
 from delift_ray.finetune.driver import output_model_path
 from delift_ray.finetune.layout import Layout, collate, encode_pairs, response_nll, tokenize
@@ -182,7 +182,7 @@ class EvalResult:
 
 def model_path(cfg: Config) -> str:
     """The model to evaluate: eval.model_path, else the trained model."""
-    return cfg.eval.model_path or str(output_model_path(cfg))
+    return cfg.eval.model_path or str(output_model_path(cfg.train, cfg.output_dir))
 
 
 @run_scope()
@@ -190,7 +190,7 @@ def run_eval(cfg: Config) -> EvalResult:
     """Check the test set is held out, generate and score it; write eval_rows.parquet, eval.json."""
     started = time.perf_counter()
     if cfg.eval.test is None:
-        raise DeliftError("config: eval needs eval.test.path (the held-out test set)")
+        raise ConfigError("config: eval needs eval.test.path (the held-out test set)")
     out = prepare_output_dir(cfg.output_dir)
     test = read_examples(cfg.eval.test)
     others = {"pool": cfg.data, "target": cfg.target, "existing": cfg.existing}
@@ -205,9 +205,9 @@ def run_eval(cfg: Config) -> EvalResult:
             f"model's {limit} tokens"
         )
     gen_start = time.perf_counter()
-    generated = _generate(cfg, model, test)
+    generated = _generate(cfg.eval, cfg.templates.add_bos, model, test)
     gen_s = time.perf_counter() - gen_start
-    table = _score(cfg, test, generated)
+    table = _score(cfg.eval, cfg.embedder, test, generated)
     rows_path, summary_path = out / "eval_rows.parquet", out / "eval.json"
     write_parquet(table, rows_path)
     summary = {
@@ -227,27 +227,29 @@ def run_eval(cfg: Config) -> EvalResult:
     return EvalResult(rows_path=rows_path, summary_path=summary_path, summary=summary)
 
 
-def _generate(cfg: Config, model: ModelConfig, test: ExampleSet) -> dict[str, dict[str, Any]]:
+def _generate(
+    e: EvalConfig, add_bos: str, model: ModelConfig, test: ExampleSet
+) -> dict[str, dict[str, Any]]:
     """Generator outputs per test id, from an actor pool or in-process."""
-    e = cfg.eval
     rows = [{"id": x.id, "x": x.x, "y": x.y} for x in test.examples]
     if e.executor == "local":
-        gen = Generator(model, cfg.templates.add_bos, e.max_new_tokens)
+        gen = Generator(model, add_bos, e.max_new_tokens)
         records = []
         for start in range(0, len(rows), e.batch_size):
             chunk = rows[start : start + e.batch_size]
             out = gen({k: np.array([r[k] for r in chunk], dtype=object) for k in chunk[0]})
             records += [dict(zip(out, values, strict=True)) for values in zip(*out.values())]
     else:
-        records = _generate_on_ray(cfg, model, rows)
+        records = _generate_on_ray(e, add_bos, model, rows)
     return {str(r["id"]): r for r in records}
 
 
-def _generate_on_ray(cfg: Config, model: ModelConfig, rows: list[dict[str, str]]) -> list[dict]:
-    e = cfg.eval
+def _generate_on_ray(
+    e: EvalConfig, add_bos: str, model: ModelConfig, rows: list[dict[str, str]]
+) -> list[dict]:
     kwargs = {
         "model": model,
-        "add_bos": cfg.templates.add_bos,
+        "add_bos": add_bos,
         "max_new_tokens": e.max_new_tokens,
         "threads": max(1, int(e.cpus_per_actor)),
     }
@@ -255,15 +257,17 @@ def _generate_on_ray(cfg: Config, model: ModelConfig, rows: list[dict[str, str]]
     return list(actor_map(Generator, kwargs, rows, e, what, "eval", batch_size=e.batch_size))
 
 
-def _score(cfg: Config, test: ExampleSet, generated: dict[str, dict[str, Any]]) -> pa.Table:
+def _score(
+    e: EvalConfig, embedder: EmbedderConfig, test: ExampleSet, generated: dict[str, dict[str, Any]]
+) -> pa.Table:
     """Per-row table: id, prediction, reference, metrics, reference loss and token count."""
     ids, refs = test.ids, test.ys
     preds = [str(generated[i]["prediction"]) for i in ids]
     cols: dict[str, Any] = {"id": ids, "prediction": preds, "reference": refs}
-    if cfg.eval.exact_match:
+    if e.exact_match:
         cols["exact_match"] = [exact_match(p, r) for p, r in zip(preds, refs, strict=True)]
     cols.update(rouge_f(preds, refs))
-    cols["cosine"] = embedding_cosine(preds, refs, cfg.embedder).astype(np.float64)
+    cols["cosine"] = embedding_cosine(preds, refs, embedder).astype(np.float64)
     cols["loss"] = np.array([generated[i]["loss"] for i in ids], dtype=np.float64)
     cols["response_tokens"] = np.array([generated[i]["response_tokens"] for i in ids], np.int64)
     return pa.table(cols)

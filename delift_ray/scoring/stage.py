@@ -7,6 +7,7 @@ re-run scores nothing and a stopped run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from delift_ray.config import (
 from delift_ray.data.examples import ExampleSet, Reject
 from delift_ray.distributed.maps import task_map
 from delift_ray.distributed.scoring import score_blocks
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
+from delift_ray.logs import PREFIX
 from delift_ray.map_fn import local_map
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.models.load import fingerprint, load_tokenizer, max_length, model_config
@@ -50,6 +52,8 @@ from delift_ray.selection.kernels import utility_kernel
 
 if TYPE_CHECKING:
     from delift_ray.selection.methods import UtilityTransform
+
+log = logging.getLogger(__name__)
 
 CROSS = "cross"
 
@@ -173,7 +177,7 @@ def embed(
     if pairs.embedder == "sentence":
         return embed_texts(texts, embedder)
     if local_scorer is None:
-        raise DeliftError("config: pairs.embedder=self needs the model on the driver")
+        raise ConfigError("config: pairs.embedder=self needs the model on the driver")
     return model_embeddings(local_scorer.model, local_scorer.prompts.tokenizer, texts)
 
 
@@ -227,17 +231,23 @@ def calibrate(scorer: Any, sets: dict[str, TextSet], n_pairs: int, seed: int) ->
     return float(scorer.prompts.lengths(enc, i, enc, j).sum() / seconds)
 
 
-def print_estimate(est: dict[str, Any], tokens_per_s: float | None, workers: int) -> None:
-    """The cost estimate printed before scoring (and by --dry-run)."""
+def print_estimate(
+    est: dict[str, Any], tokens_per_s: float | None, workers: int, dry_run: bool = False
+) -> None:
+    """The cost estimate: logged before scoring; a dry run's result, so printed (on stderr, where
+    it always was) whatever the log level."""
     line = (
-        f"[delift-ray] plan: {est['pairs_to_score']:,} pairs and {est['targets_to_score_d0']:,} "
+        f"plan: {est['pairs_to_score']:,} pairs and {est['targets_to_score_d0']:,} "
         f"plain targets to score ({est['pairs_in_store']:,} pairs already in the store), "
         f"{est['tokens_to_score']:,} tokens"
     )
     if tokens_per_s:
         seconds = est["tokens_to_score"] / tokens_per_s / max(workers, 1)
         line += f"; about {seconds:,.0f} s at {tokens_per_s:,.0f} tokens/s per worker x {workers}"
-    print(line, file=sys.stderr, flush=True)
+    if dry_run:
+        print(PREFIX + line, file=sys.stderr, flush=True)
+    else:
+        log.info("%s", line)
 
 
 @dataclass

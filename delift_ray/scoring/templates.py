@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from delift_ray.config import TemplatesConfig
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
 
 EXAMPLE_FIELDS = ("example_prompt", "example_response")
 NO_TOKENS = np.zeros(0, dtype=np.int32)
@@ -69,7 +69,7 @@ def split_template(text: str, with_example: bool, key: str = "templates") -> Tem
         if name is None:
             continue
         if spec or conversion:
-            raise DeliftError(
+            raise ConfigError(
                 f"config: {key} field {{{name}}} must not have a format or conversion"
             )
         lits.append(current)
@@ -77,12 +77,12 @@ def split_template(text: str, with_example: bool, key: str = "templates") -> Tem
         current = ""
     lits.append(current)
     if sorted(names) != sorted(want):
-        raise DeliftError(
+        raise ConfigError(
             f"config: {key} must contain each of {', '.join('{' + n + '}' for n in want)} once, "
             f"got {', '.join('{' + n + '}' for n in names) or 'no fields'}"
         )
     if names[-1] != "query":
-        raise DeliftError(f"config: {key} must put {{query}} after the example fields")
+        raise ConfigError(f"config: {key} must put {{query}} after the example fields")
     mid, ws = _cut_whitespace(lits[-2])
     query = _escape(ws) + "{query}" + _escape(lits[-1])
     if not with_example:
@@ -108,7 +108,7 @@ def wants_bos(tokenizer, mode: str) -> bool:
         return False
     if mode == "always":
         if bos is None:
-            raise DeliftError("config: templates.add_bos is always, but the tokenizer has no BOS")
+            raise ConfigError("config: templates.add_bos is always, but the tokenizer has no BOS")
         return True
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from delift_ray.config import EmbedderConfig, SelectionConfig
 from delift_ray.data.examples import ExampleSet
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.map_fn import MapFn, local_map
 from delift_ray.models.embed import embed_texts
 from delift_ray.progress import ProgressBar
@@ -186,7 +186,7 @@ def every_row(req: OrderRequest) -> Draw:
 def check_quota_field(selection: SelectionConfig) -> None:
     """quota needs selection.quota_by."""
     if not selection.quota_by.strip():
-        raise DeliftError("config: method quota needs selection.quota_by (a field of the rows)")
+        raise ConfigError("config: method quota needs selection.quota_by (a field of the rows)")
 
 
 METHODS: dict[str, Method] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from delift_ray.config import (
     store_uri,
 )
 from delift_ray.distributed.session import run_scope
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError
 from delift_ray.files import prepare_output_dir, write_text
 from delift_ray.finetune.driver import output_model_path, run_train
 from delift_ray.finetune.evaluate import run_eval
@@ -54,6 +55,8 @@ from delift_ray.workflows.compare_tables import (
     write_csv,
 )
 from delift_ray.workflows.select import run_select
+
+log = logging.getLogger(__name__)
 
 FINAL = {"select": "manifest.json", "train": "train_manifest.json", "eval": "eval.json"}
 UNUSED = {"select": ("train", "eval"), "train": ("eval",), "eval": ()}
@@ -142,7 +145,7 @@ def train_config(select: Config, seed: int) -> Config:
 
 def eval_config(train: Config) -> Config:
     """Evaluation of a fine-tuning run's model, in <arm>/seed<seed>/eval."""
-    model = str(output_model_path(train))
+    model = str(output_model_path(train.train, train.output_dir))
     return dataclasses.replace(
         train,
         output_dir=str(Path(train.output_dir, "eval")),
@@ -197,9 +200,9 @@ def run_compare(cfg: Config) -> CompareResult:
     """Select, fine-tune and evaluate every arm x seed (reusing finished sub-runs); write tables."""
     started = time.perf_counter()
     if not cfg.model.path:
-        raise DeliftError("config: compare needs model.path (the model to fine-tune)")
+        raise ConfigError("config: compare needs model.path (the model to fine-tune)")
     if cfg.eval.test is None:
-        raise DeliftError("config: compare needs eval.test.path (the held-out test set)")
+        raise ConfigError("config: compare needs eval.test.path (the held-out test set)")
     cfg = absolute_paths(cfg)
     root = prepare_output_dir(cfg.output_dir)
     arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
@@ -247,15 +250,12 @@ def _stage(
     not just made anew, else run first (all runs in one shared Ray)."""
     record = None if upstream_ran else reusable(cfg, stage)
     if record is not None:
-        print(f"[delift-ray] compare: {stage} {cfg.output_dir}: reused", flush=True)
+        log.info("compare: %s %s: reused", stage, cfg.output_dir)
         return record, False
     start = time.perf_counter()
     run(cfg)
     ran[stage] += 1
-    print(
-        f"[delift-ray] compare: {stage} {cfg.output_dir}: {time.perf_counter() - start:.1f} s",
-        flush=True,
-    )
+    log.info("compare: %s %s: %.1f s", stage, cfg.output_dir, time.perf_counter() - start)
     return json.loads(Path(cfg.output_dir, FINAL[stage]).read_text(encoding="utf-8")), True
 
 

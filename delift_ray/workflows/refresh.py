@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from delift_ray.errors import DeliftError
 from delift_ray.files import writable_dir, write_parquet
 from delift_ray.workflows.outputs import RunOutputs
 from delift_ray.workflows.select import run_select
+
+log = logging.getLogger(__name__)
 
 LATEST = "latest"
 SEEN = "seen_ids.parquet"
@@ -101,10 +103,12 @@ def run_refresh(cfg: Config) -> RunOutputs:
         }
         run_cfg = dataclasses.replace(run_cfg, stage="continual")
         resolve_budget(cfg.budget, len(new))
-    print(
-        f"[delift-ray] refresh: {len(new)} new of {len(pool.examples)} usable rows; "
-        f"previous run: {previous.name if previous else 'none'}; store: {store_uri(run_cfg)}",
-        file=sys.stderr,
+    log.info(
+        "refresh: %d new of %d usable rows; previous run: %s; store: %s",
+        len(new),
+        len(pool.examples),
+        previous.name if previous else "none",
+        store_uri(run_cfg),
     )
     result = run_select(run_cfg, sets=sets, extra_manifest=extra)
     assert result is not None

@@ -142,7 +142,7 @@ def score_delift(
         if scorer is not None and (plan.pairs_to_score or dry_run):
             speed = st.calibrate(scorer, sets, cfg.scoring.calibration_pairs, cfg.seed)
         workers = 1 if cfg.scoring.executor == "local" else cfg.scoring.actors
-        st.print_estimate(est, speed, workers)
+        st.print_estimate(est, speed, workers, dry_run)
     if dry_run:
         return None
     with timer("score"):

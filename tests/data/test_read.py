@@ -179,8 +179,8 @@ def test_bad_paths_raise_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     cases = {
         tmp_path / "nope.jsonl": "path not found",
-        tmp_path / "empty": "no .jsonl or .parquet files",
-        tmp_path / "x.csv": "is not a .jsonl, .json or .parquet file",
+        tmp_path / "empty": "no .jsonl, .ndjson or .parquet files under",
+        tmp_path / "x.csv": "is not a .jsonl, .ndjson, .json or .parquet file",
     }
     for path, message in cases.items():
         with pytest.raises(DeliftError, match=message) as err:

@@ -1,22 +1,30 @@
 """One Ray session per run: started by the first stage that needs it, reused by every later
-stage and nested run, shut down when the run's outermost scope exits (Ray itself stubbed)."""
+stage and nested run, shut down when the run's outermost scope exits; a `ray start` head on
+this machine is joined as plain `ray.init()` would (Ray itself stubbed)."""
 
 from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from delift_ray.config import load_config
-from delift_ray.distributed.session import run_scope, using_ray
+from delift_ray.distributed import session
+from delift_ray.distributed.session import local_head, ray_session, run_scope, using_ray
 from delift_ray.workflows.select import run_select
 
 
 @pytest.fixture
-def fake_ray(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """ray.init / is_initialized / shutdown that only record what happened."""
+def fake_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """ray.init / is_initialized / shutdown that only record what happened; no `ray start` head
+    recorded (Ray's default temp dir moved to an empty one)."""
     import ray
 
     events: list[str] = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     monkeypatch.setattr(ray, "is_initialized", lambda: events.count("init") > events.count("stop"))
     monkeypatch.setattr(ray, "init", lambda **kw: events.append("init"))
     monkeypatch.setattr(ray, "shutdown", lambda: events.append("stop"))
@@ -71,3 +79,54 @@ def test_a_random_selection_starts_no_ray(fake_ray: list[str], word_pool, tmp_pa
     result = run_select(load_config(None, [*settings, "budget=3"]))
     assert result is not None and result.manifest["selected"] == 3
     assert fake_ray == []
+
+
+def record_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """What `ray start --head` leaves for ray.init(): the address in <Ray temp dir>/."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir(exist_ok=True)
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address)
+
+
+def test_local_head_is_the_recorded_head_while_it_answers(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert local_head() is None  # nothing recorded
+    with socket.create_server(("", 0)) as gcs:  # every interface: Ray resolves 127.0.0.1
+        port = gcs.getsockname()[1]
+        record_head(tmp_path, monkeypatch, f"127.0.0.1:{port}")
+        found = local_head()
+        assert found is not None and found.endswith(f":{port}")
+    assert local_head() is None  # a stale record: nothing answers there any more
+    record_head(tmp_path, monkeypatch, "not an address")
+    assert local_head() is None
+
+
+def test_a_local_head_is_joined_without_num_cpus_and_left_running(
+    fake_ray: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(session, "local_head", lambda: "10.0.0.7:6379")
+    monkeypatch.setattr(ray, "init", lambda **kw: (calls.append(kw), fake_ray.append("init")))
+    with ray_session() as kind:
+        assert kind == "cluster" and not session.embedded()  # it may gain nodes: warn, not stop
+    (kw,) = calls
+    assert not {"address", "num_cpus", "include_dashboard", "dashboard_host"} & set(kw)
+    assert kw["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert fake_ray == ["init", "stop"]  # stop: this driver disconnects; the head keeps running
+
+
+def test_ray_address_wins_over_a_local_head(fake_ray, monkeypatch) -> None:
+    import ray
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(session, "local_head", lambda: pytest.fail("looked for a local head"))
+    monkeypatch.setattr(ray, "init", lambda **kw: (calls.append(kw), fake_ray.append("init")))
+    with socket.create_server(("127.0.0.1", 0)) as head:
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with ray_session() as kind:
+            assert kind == "cluster"
+    assert calls[0]["address"] == address

@@ -1,9 +1,13 @@
-"""Cluster manifests: they parse, and what they name exists in the repo; no secrets, no public
-dashboards. Only files are read; nothing is deployed."""
+"""Cluster manifests: they parse, the KubeRay ones pass the CRD schemas of the KubeRay versions
+they name (vendored in kuberay_crds/), what they name exists in the repo and matches the hashed
+locks; no secrets, no public dashboards. Only files are read; nothing is deployed."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import gzip
 import json
 import re
 import types
@@ -13,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from delift_ray.config import Config
 
@@ -55,6 +61,26 @@ SECRET_LITERALS = re.compile(
     r"|github_pat_\w{20,}|hf_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9]{32,}"
 )
 PUBLIC_KINDS = {"Ingress", "Route", "Gateway", "HTTPRoute"}
+
+LOCK = REPO / "requirements" / "lock.txt"
+LOCK_CUDA = REPO / "requirements" / "lock-cuda.txt"
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+CUDA_ONLY = re.compile(r"nvidia-.*|cuda-.*|triton")
+
+# The KubeRay CRD schemas each manifest must pass (tests/e2e/kuberay_crds/README.md): the oldest
+# version the manifest names, and the newest vendored. RayCronJob exists from 1.6.0 on.
+CRDS = Path(__file__).resolve().parent / "kuberay_crds"
+CRD_VERSIONS = {
+    "kuberay/raycluster.yaml": ("v1.5.1", "v1.6.0"),
+    "kuberay/rayjob-select.yaml": ("v1.5.1", "v1.6.0"),
+    "kuberay/raycronjob-refresh.yaml": ("v1.6.0",),
+}
+PLURAL = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayCronJob": "raycronjobs"}
+# KubeRay's own name checks on top of the CRD schema (ray-operator utils: names are DNS-1035
+# labels, MaxRayClusterNameLength 53, MaxRayJobNameLength 47). A RayCronJob is held to the RayJob
+# limit, as the RayJobs it makes are named after it (a conservative choice, not KubeRay's rule).
+NAME_LIMIT = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 47}
+DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,13 +135,23 @@ def ray_cluster_specs() -> list[tuple[str, dict[str, Any]]]:
     return [(path, m) for path, d in yaml_docs() for m in walk(d) if "headGroupSpec" in m]
 
 
-def lock_versions() -> dict[str, str]:
-    pins = {}
-    for line in (REPO / "requirements" / "lock.txt").read_text().splitlines():
-        match = PIN.match(line.strip())
+def lock_versions(path: Path = LOCK) -> dict[str, str]:
+    return {name: version for name, (version, _) in lock_entries(path).items()}
+
+
+def lock_entries(path: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a hashed lock file: `name==version \\` lines, each followed
+    by its `--hash=sha256:...` lines (pip-compile / uv format), `#` comments anywhere."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    current: list[str] = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = PIN.match(line)
         if match:
-            pins[normalise(match[1])] = match[2]
-    return pins
+            current = []
+            entries[normalise(match[1])] = (match[2], current)
+        current += HASH.findall(line)
+    return entries
 
 
 def normalise(name: str) -> str:
@@ -243,6 +279,196 @@ def test_runtime_envs_validate(monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the KubeRay manifests as the API server checks them: the CRD schemas of the versions they name
+
+
+@functools.cache
+def crd_schema(tag: str, kind: str) -> dict[str, Any]:
+    """KubeRay `tag`'s openAPIV3Schema for `kind` (vendored in kuberay_crds/), as JSON Schema."""
+    packed = (CRDS / tag / f"{PLURAL[kind]}.v1.schema.json.gz").read_bytes()
+    return structural(json.loads(gzip.decompress(packed)))
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """A Kubernetes structural schema as plain JSON Schema (draft 4, as OpenAPI 3.0): an object
+    with `properties` takes no other field unless it preserves unknown fields (kubectl's default
+    strict field validation rejects them; the server would otherwise drop them silently),
+    `nullable` admits null, `x-kubernetes-int-or-string` an integer or a string. The other
+    `x-kubernetes-*` keywords are checked by KubeValidator; `format` by FORMATS."""
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {name: structural(sub) for name, sub in out["properties"].items()}
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(out.get(key), dict):
+            out[key] = structural(out[key])
+    for key in ("anyOf", "allOf", "oneOf"):
+        if key in out:
+            out[key] = [structural(sub) for sub in out[key]]
+    if out.get("x-kubernetes-int-or-string") and "anyOf" not in out:
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.get("nullable"):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        else:
+            out["anyOf"] = [*out.get("anyOf", [{}]), {"type": "null"}]
+    unknown_ok = out.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and not unknown_ok:
+        out["additionalProperties"] = False
+    return out
+
+
+def _cel_rules(validator: Any, rules: list[dict[str, Any]], instance: Any, schema: Any) -> Any:
+    """A field with CEL rules (x-kubernetes-validations): the test cannot evaluate them, so a
+    manifest that sets one fails here until the test learns to."""
+    yield jsonschema.ValidationError(f"CEL rules not evaluated here: {[r['rule'] for r in rules]}")
+
+
+def _list_type(validator: Any, list_type: str, instance: Any, schema: dict[str, Any]) -> Any:
+    """x-kubernetes-list-type: a `set` has unique items, a `map` unique list-map-keys."""
+    if not isinstance(instance, list) or list_type not in ("set", "map"):
+        return
+    keys = schema.get("x-kubernetes-list-map-keys", [])
+    seen = [
+        json.dumps([item.get(k) for k in keys] if list_type == "map" else item, sort_keys=True)
+        for item in instance
+        if list_type == "set" or isinstance(item, dict)
+    ]
+    duplicates = sorted({key for key in seen if seen.count(key) > 1})
+    if duplicates:
+        yield jsonschema.ValidationError(f"duplicates in a list-type {list_type}: {duplicates}")
+
+
+KubeValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator,
+    {"x-kubernetes-validations": _cel_rules, "x-kubernetes-list-type": _list_type},
+)
+FORMATS = jsonschema.FormatChecker(formats=())
+FORMATS.checks("int32")(lambda v: not isinstance(v, int) or -(2**31) <= v < 2**31)
+FORMATS.checks("int64")(lambda v: not isinstance(v, int) or -(2**63) <= v < 2**63)
+
+
+def schema_errors(document: dict[str, Any], tag: str) -> list[str]:
+    """Why KubeRay `tag` (its CRD schema, then its name checks) would refuse `document`."""
+    kind = document.get("kind")
+    if kind not in PLURAL:
+        return [f"kind {kind!r} is not a KubeRay kind"]
+    found = []
+    if document.get("apiVersion") != "ray.io/v1":
+        found.append(f"apiVersion {document.get('apiVersion')!r} is not ray.io/v1")
+    name = (document.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or not DNS1035.fullmatch(name) or len(name) > NAME_LIMIT[kind]:
+        found.append(f"metadata.name {name!r}: a DNS-1035 label of at most {NAME_LIMIT[kind]}")
+    validator = KubeValidator(crd_schema(tag, kind), format_checker=FORMATS)
+    for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
+        found.append(f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}")
+    return found
+
+
+def broken(name: str, path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    """A copy of manifest `name` with the field at `path` set to `value` (None: deleted); a path
+    that starts with "cluster" starts at the manifest's RayCluster spec."""
+    document = copy.deepcopy(doc(name))
+    if path[0] == "cluster":
+        path = CLUSTER_SPEC[name] + path[1:]
+    node: Any = document
+    for part in path[:-1]:
+        node = node[part]
+    if value is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return document
+
+
+CLUSTER_SPEC: dict[str, tuple[str, ...]] = {
+    "kuberay/raycluster.yaml": ("spec",),
+    "kuberay/rayjob-select.yaml": ("spec", "rayClusterSpec"),
+    "kuberay/raycronjob-refresh.yaml": ("spec", "jobTemplate", "rayClusterSpec"),
+}
+WORKER = ("workerGroupSpecs", 0, "template", "spec", "containers", 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "tag"), [(name, tag) for name, tags in CRD_VERSIONS.items() for tag in tags]
+)
+def test_kuberay_manifest_passes_the_crd_schema(name: str, tag: str) -> None:
+    assert schema_errors(doc(name), tag) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "value", "expected"),
+    [
+        ("raycluster", ("cluster", "workerGroupSpecs", 0, "replicas"), "2", "not of type 'int"),
+        ("raycluster", ("cluster", "workerGroupSpecs", 0, "replicas"), 2**31, "is not a 'int32'"),
+        ("raycluster", ("cluster", "headGroupSpec", "rayStartParam"), {}, "Additional properties"),
+        ("raycluster", ("cluster", "headGroupSpec", "template"), None, "'template' is a required"),
+        ("raycluster", ("cluster", "authOptions", "mode"), "tokens", "is not one of"),
+        ("raycluster", ("metadata", "name"), "Delift_Ray", "DNS-1035"),
+        ("rayjob-select", ("spec", "entrypoint"), ["python"], "not of type 'string'"),
+        ("rayjob-select", ("spec", "shutdownAfterJobFinish"), True, "Additional properties"),
+        ("rayjob-select", ("cluster", "workerGroupSpecs", 0, "groupName"), None, "is a required"),
+        ("rayjob-select", ("cluster", *WORKER, "resources", "limits", "nvidia.com/gpu"), "one",
+         "does not match"),
+        ("rayjob-select", ("cluster", *WORKER, "env", 1, "name"), "HF_HUB_OFFLINE", "duplicates"),
+        ("rayjob-select", ("spec", "managedBy"), "someone", "CEL rules not evaluated"),
+        ("rayjob-select", ("metadata", "name"), "x" * 48, "at most 47"),
+        ("raycronjob-refresh", ("spec", "schedule"), 3, "not of type 'string'"),
+        ("raycronjob-refresh", ("spec", "schedule"), None, "'schedule' is a required"),
+        ("raycronjob-refresh", ("spec", "jobTemplate", "backoffLimit"), "2", "not of type"),
+        ("raycronjob-refresh", ("spec", "jobTemplate", "rayClusterSpec", "headGroupSpec"), None,
+         "'headGroupSpec' is a required"),
+    ],
+)  # fmt: skip
+def test_a_broken_manifest_fails_the_crd_schema(
+    name: str, path: tuple[str | int, ...], value: Any, expected: str
+) -> None:
+    """Each deliberate mistake is caught, against every KubeRay version the manifest names."""
+    name = f"kuberay/{name}.yaml"
+    for tag in CRD_VERSIONS[name]:
+        errors = schema_errors(broken(name, path, value), tag)
+        assert any(expected in e for e in errors), (tag, errors)
+
+
+def test_raycronjob_needs_kuberay_1_6() -> None:
+    """RayCronJob is neither a CRD nor a feature gate in KubeRay 1.5.1, and the manifest says so."""
+    assert not (CRDS / "v1.5.1" / "raycronjobs.v1.schema.json.gz").exists()
+    gates = yaml.safe_load((CRDS / "v1.5.1" / "values.yaml").read_text())["featureGates"]
+    assert "RayCronJob" not in {g["name"] for g in gates}
+    assert "KubeRay >= 1.6" in (CLUSTER / "kuberay" / "raycronjob-refresh.yaml").read_text()
+
+
+def helm_values_hint(text: str) -> tuple[Any, str]:
+    """The values-file snippet in a manifest's header comment (the indented block under a
+    `# <name>values.yaml:` line), parsed, and that file's name."""
+    header = [line.removeprefix("#") for line in text.split("\napiVersion:")[0].splitlines()]
+    (start,) = [i for i, line in enumerate(header) if line.strip().endswith("values.yaml:")]
+    block = []
+    for line in header[start + 1 :]:
+        if not line.strip():
+            break
+        block.append(line)
+    indent = min(len(line) - len(line.lstrip()) for line in block)
+    name = header[start].strip().removeprefix("#").strip().removesuffix(":")
+    return yaml.safe_load("\n".join(line[indent:] for line in block)), name
+
+
+def test_raycronjob_feature_gate_hint_matches_the_helm_chart() -> None:
+    """The chart's featureGates is a list of {name, enabled} and Helm replaces a list whole, so
+    the hint is a values file with the chart's own list, RayCronJob turned on, passed to helm."""
+    text = (CLUSTER / "kuberay" / "raycronjob-refresh.yaml").read_text()
+    chart = yaml.safe_load((CRDS / "v1.6.0" / "values.yaml").read_text())["featureGates"]
+    hint, values_file = helm_values_hint(text)
+    on = [{**gate, "enabled": gate["enabled"] or gate["name"] == "RayCronJob"} for gate in chart]
+    assert hint == {"featureGates": on} and on != chart
+    assert [g["name"] for g in chart].index("RayCronJob") == 4  # "its 5th entry, featureGates[4]"
+    assert "RayCronJob, its 5th entry" in " ".join(text.split())
+    helm = re.search(r"helm upgrade --install [^\n\\]*(?:\\\n#[^\n]*)?", text)
+    assert helm and "--version 1.6.0" in helm[0] and f"-f {values_file}" in helm[0], helm
+    assert "--feature-gates=RayCronJob=true" in text  # the operator flag, for installs without Helm
+    assert "featureGates.RayCronJob" not in text  # the old hint: a map key the chart does not have
+
+
+# ---------------------------------------------------------------------------------------------
 # what the manifests name exists in the repo
 
 
@@ -291,6 +517,44 @@ def test_pinned_versions_match_lock_and_project() -> None:
         str(m["rayVersion"]) for _, d in yaml_docs() for m in walk(d) if "rayVersion" in m
     }
     assert ray_versions == {lock["ray"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# the locks the setup script and the cluster files install
+
+
+def test_lock_pins_every_package_with_hashes_within_the_project_ranges() -> None:
+    import tomllib  # here: ruff's target-version (py310) would sort it as a third-party module
+
+    entries = lock_entries(LOCK)
+    assert len(entries) > 100
+    assert [name for name, (_, hashes) in entries.items() if not hashes] == []
+    assert [name for name in entries if CUDA_ONLY.fullmatch(name)] == []  # CPU torch only
+    assert len(entries["torch"][1]) == 1  # the +cpu wheel's hash: no CUDA build can match
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    wanted = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        wanted += extra
+    outside = []
+    for requirement in map(Requirement, wanted):
+        version = entries.get(normalise(requirement.name), ("not locked",))[0]
+        if version not in requirement.specifier:
+            outside.append(f"{requirement}: {version}")
+    assert outside == []
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "--require-hashes -r requirements/lock.txt" in setup and "--no-deps -e ." in setup
+
+
+def test_cuda_lock_is_the_lock_plus_cuda_packages() -> None:
+    cpu, cuda = lock_entries(LOCK), lock_entries(LOCK_CUDA)
+    assert {name: cuda[name][0] for name in cpu if name in cuda} == lock_versions(LOCK)
+    extra = set(cuda) - set(cpu)
+    assert extra and all(CUDA_ONLY.fullmatch(name) for name in extra), extra
+    assert [name for name, (_, hashes) in cuda.items() if not hashes] == []
+    assert not set(cuda["torch"][1]) & set(cpu["torch"][1])  # PyPI's builds, not the +cpu wheel
+    runtime_env = yaml.safe_load((CLUSTER / "runtime_env" / "pip-lock.yaml").read_text())
+    assert runtime_env["pip"] == "requirements/lock-cuda.txt"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Hostile input through the real CLI: every kind of bad input ends in one error line (exit code
-2, no traceback) or in rejects.parquet with its reason, and every good row comes through intact.
+2 for a config error, 1 for any other; no traceback) or in rejects.parquet with its reason, and
+every good row comes through intact.
 
 The corpus is built in tmp_path. Runs use method=full (nothing is scored, every usable row is
 selected, so good rows can be counted) or method=random, except where the model is the point.
@@ -52,10 +53,11 @@ def select(
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=240)
 
 
-def error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The message of a run that failed the expected way: exit 2, one error line, no traceback."""
+def error_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The message of a run that failed the expected way: exit `code` (2 config, 1 the rest),
+    one error line, no traceback."""
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == code, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(ERROR), proc.stderr
     return last[len(ERROR) :]
@@ -250,7 +252,7 @@ def test_unusable_files_are_one_line(
     data = tmp_path / "data"
     data.mkdir()
     proc = select(f"data.path={build(data)}", "method=random", f"output_dir={tmp_path / 'out'}")
-    assert message in error_line(proc)
+    assert message in error_line(proc, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +313,7 @@ def test_bad_configs_are_one_line(
         path.write_bytes(config if isinstance(config, bytes) else config.encode())
     pool = write_pool(tmp_path / "pool.jsonl", [good(i) for i in range(3)])
     base = [f"data.path={pool}", "method=random", f"output_dir={tmp_path / 'out'}"]
-    assert message in error_line(select(*base, *overrides, config=path))
+    assert message in error_line(select(*base, *overrides, config=path), 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +334,7 @@ def delift(tmp_path: Path, model: Path | str, *overrides: str) -> subprocess.Com
 
 
 def test_missing_model_path_is_one_line(tmp_path: Path) -> None:
-    message = error_line(delift(tmp_path, tmp_path / "no-model"))
+    message = error_line(delift(tmp_path, tmp_path / "no-model"), 1)
     assert message == f"model: model.path does not exist: {tmp_path / 'no-model'}"
 
 
@@ -353,14 +355,14 @@ def test_pickle_only_model_is_refused_unread(tiny_model_dir: str, tmp_path: Path
         f.unlink()
     marker = tmp_path / "unpickled"
     (model / "pytorch_model.bin").write_bytes(pickle.dumps(_TouchOnLoad(marker)))
-    message = error_line(delift(tmp_path, model))
+    message = error_line(delift(tmp_path, model), 1)
     assert message.startswith(f"model: {model} has only pickle weights (unsafe to load)")
     assert not marker.exists()
 
 
 def test_knn_k_larger_than_pool_is_one_line(tiny_model_dir: str, tmp_path: Path) -> None:
     proc = delift(tmp_path, tiny_model_dir, "pairs.mode=knn", "pairs.k=50", "pairs.embedder=self")
-    assert error_line(proc).startswith("config: pairs.k=50 needs more than the 4 candidates")
+    assert error_line(proc, 2).startswith("config: pairs.k=50 needs more than the 4 candidates")
 
 
 def test_truncated_safetensors_is_one_line(tiny_model_dir: str, tmp_path: Path) -> None:
@@ -368,13 +370,13 @@ def test_truncated_safetensors_is_one_line(tiny_model_dir: str, tmp_path: Path) 
     shutil.copytree(tiny_model_dir, model)
     for f in model.glob("*.safetensors"):
         f.write_bytes(f.read_bytes()[:100])
-    assert error_line(delift(tmp_path, model)).startswith("model: cannot load")
+    assert error_line(delift(tmp_path, model), 1).startswith("model: cannot load")
 
 
 def test_unwritable_store_is_one_line_before_scoring(tiny_model_dir: str, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file where the store's directory should be")
     proc = delift(tmp_path, tiny_model_dir, f"store.uri={tmp_path / 'file' / 'store'}")
-    assert error_line(proc).startswith(f"store: cannot write to {tmp_path / 'file' / 'store'}/")
+    assert error_line(proc, 1).startswith(f"store: cannot write to {tmp_path / 'file' / 'store'}/")
     assert "scoring pairs" not in proc.stderr  # stopped before any scoring started
 
 
@@ -388,7 +390,7 @@ def test_an_output_path_under_a_file_is_one_line(tmp_path: Path, command: str) -
     data = [f"data.path={pool}", f"eval.test.path={test}", "method=random"]
     proc = select(*data, f"{key}={where}", command=command)
     what = "refresh" if command == "refresh" else "output"
-    assert error_line(proc) == f"{what}: cannot write to {where}: Not a directory"
+    assert error_line(proc, 1) == f"{what}: cannot write to {where}: Not a directory"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,5 +429,5 @@ def test_a_request_no_node_can_grant_is_one_line(
         *overrides,
         command=command,
     )
-    line = error_line(proc)
+    line = error_line(proc, 1)
     assert line.startswith(message) and NO_SUCH_NODE in line, line

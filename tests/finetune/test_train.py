@@ -111,9 +111,9 @@ def test_subset_path_accepts_a_selection_output_dir(tmp_path):
     sel.mkdir()
     (sel / "subset.jsonl").write_text("")
     cfg = train_cfg(tmp_path, "m", write_rows(tmp_path / "pool.jsonl"), f"train.subset={sel}")
-    assert subset_path(cfg) == str(sel / "subset.jsonl")
+    assert subset_path(cfg.train, cfg.data) == str(sel / "subset.jsonl")
     full = train_cfg(tmp_path, "m", tmp_path / "pool.jsonl")
-    assert subset_path(full) == str(tmp_path / "pool.jsonl")
+    assert subset_path(full.train, full.data) == str(tmp_path / "pool.jsonl")
 
 
 @pytest.mark.timeout(280)
