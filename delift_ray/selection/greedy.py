@@ -17,8 +17,9 @@ from delift_ray.errors import DeliftError
 from delift_ray.progress import ProgressFn
 from delift_ray.selection.objectives import Objective, State
 
-# Stale candidates re-evaluated per vectorised call: measured at n = 100k (64 nonzeros a
-# column, budget 30%), 64 took 8.6 s, 16 12.8 s, 256 18.0 s, one at a time 17.6 s.
+# Stale candidates re-evaluated per vectorised call. At n = 100k (64 nonzeros a column, budget
+# 30%), paired with the one-at-a-time version in one run: 9.2-9.5 s against 10.3-11.2 s, for
+# twice the evaluations (benchmarks/RESULTS.md, "Lazy greedy's growth with n").
 LAZY_BATCH = 64
 
 
