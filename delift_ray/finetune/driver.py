@@ -28,6 +28,7 @@ from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
 from delift_ray.distributed.train_gang import fit_gang
 from delift_ray.errors import ConfigError, DeliftError
+from delift_ray.extras import optional_import
 from delift_ray.files import prepare_output_dir, write_json
 from delift_ray.finetune.layout import Layout, encode_pairs
 from delift_ray.finetune.worker import (
@@ -94,6 +95,8 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         raise ConfigError("config: train needs model.path (the model to fine-tune)")
     # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
     cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
+    if cfg.train.method == "lora":  # on the driver: a worker's import error is a remote traceback
+        optional_import("peft", "train", "train.method: lora")
     out = prepare_output_dir(cfg.output_dir)
     source = subset_path(cfg.train, cfg.data)
     rows = read_examples(dataclasses.replace(cfg.data, path=source))

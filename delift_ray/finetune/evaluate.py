@@ -28,6 +28,7 @@ from delift_ray.data.read import read_examples
 from delift_ray.distributed.maps import actor_map
 from delift_ray.distributed.session import run_scope
 from delift_ray.errors import ConfigError, DeliftError
+from delift_ray.extras import optional_import
 from delift_ray.files import prepare_output_dir, write_json, write_parquet
 from delift_ray.finetune.driver import output_model_path
 from delift_ray.finetune.layout import Layout, collate, encode_pairs, response_nll, tokenize
@@ -55,8 +56,7 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 def rouge_f(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
     """Per-row ROUGE-1 and ROUGE-L F-measures (rouge-score, Porter stemmer)."""
-    from rouge_score import rouge_scorer
-
+    rouge_scorer = optional_import("rouge_score.rouge_scorer", "train", "evaluation's ROUGE")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p) for p, r in zip(predictions, references, strict=True)]
     return {k: [s[k].fmeasure for s in scores] for k in ("rouge1", "rougeL")}

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from delift_ray.config import ModelConfig, TrainConfig
+from delift_ray.extras import optional_import
 from delift_ray.finetune.layout import Pair, collate, response_nll
 from delift_ray.models.load import load_model
 
@@ -147,16 +148,15 @@ def build_model(model: ModelConfig, train: TrainConfig) -> tuple[Any, Any]:
     lm = load_model(dataclasses.replace(model, device="cpu"))
     net = lm.model
     if train.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
+        peft = optional_import("peft", "train", "train.method: lora")
+        lora = peft.LoraConfig(
             r=train.lora_r,
             lora_alpha=train.lora_alpha,
             lora_dropout=train.lora_dropout,
             target_modules=lora_targets(net),
             task_type="CAUSAL_LM",
         )
-        net = get_peft_model(net, lora)
+        net = peft.get_peft_model(net, lora)
     net.train()
     return net, lm.tokenizer
 

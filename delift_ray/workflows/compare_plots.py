@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from delift_ray.config import DataConfig
 from delift_ray.data.read import read_examples
+from delift_ray.extras import optional_import
 from delift_ray.files import atomic_path
 from delift_ray.workflows.compare_tables import METRICS, PLOTS
 
@@ -78,11 +79,10 @@ def composition_bars(shares: Mapping[str, Mapping[str, float]], column: str, pat
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    figure = optional_import("matplotlib.figure", "train", "the comparison's plots")
+    agg = optional_import("matplotlib.backends.backend_agg", "train", "the comparison's plots")
+    fig = figure.Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    agg.FigureCanvasAgg(fig)
     return fig
 
 
