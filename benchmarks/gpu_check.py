@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+from scoring_throughput import perfect_share  # benchmarks/, run as a script
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
@@ -100,12 +101,10 @@ def peak_tflops(device: str) -> tuple[float | None, str]:
 
 
 def fed_tokens(scorer: UtilityModel, t: EncodedSet, d: EncodedSet, i, j, shared: bool) -> int:
-    """Real tokens the model is fed: whole sequences, or each prefix once plus the suffixes."""
-    pieces = [scorer.prompts.sequence(t, int(a), d, int(b)) for a, b in zip(i, j)]
-    if not shared:
-        return sum(len(p) + len(s) for p, s in pieces)
-    prefixes = {int(b): len(p) for b, (p, _) in zip(j, pieces)}
-    return sum(prefixes.values()) + sum(len(s) for _, s in pieces)
+    """Real tokens the model is fed: whole sequences, or a perfect prefix share."""
+    prompts, _ = scorer.prompts.pair_prompts(t, i, d, j)
+    seqs = [scorer.prompts.pair_sequence(t, int(a), p) for a, p in zip(i, prompts)]
+    return perfect_share(seqs, j) if shared else sum(len(q) for q in seqs)
 
 
 def scorers(model, tokenizer, args: argparse.Namespace, device: str) -> list[UtilityModel]:
@@ -167,15 +166,13 @@ def main() -> None:
     demo_set = shared_scorer.encode(dxs, dys)
     j = np.repeat(np.arange(demos), per_demo)
     i = np.concatenate([rng.choice(len(xs), per_demo, replace=False) for _ in range(demos)])
-    lengths = shared_scorer.prompts.lengths(targets, i, demo_set, j)
-    if lengths.max() >= args.max_length:
+    if shared_scorer.prompts.pair_prompts(targets, i, demo_set, j)[1].any():
         raise SystemExit("some demonstrations are cut: raise --max-length")
-    prefix = np.mean(
-        [len(shared_scorer.prompts.sequence(targets, 0, demo_set, b)[0]) for b in range(demos)]
-    )
+    unshared = fed_tokens(shared_scorer, targets, demo_set, i, j, shared=False)
     print(
-        f"pairs: {len(i)} ({demos} demonstrations x {per_demo} targets); mean prefix "
-        f"{prefix:.0f} tokens, mean suffix {lengths.mean() - prefix:.0f} tokens"
+        f"pairs: {len(i)} ({demos} demonstrations x {per_demo} targets); mean sequence "
+        f"{unshared / len(i):.0f} tokens, a perfect share feeds "
+        f"{fed_tokens(shared_scorer, targets, demo_set, i, j, shared=True)}"
     )
 
     k = min(args.check_pairs, len(i))

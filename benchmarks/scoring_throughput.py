@@ -88,26 +88,49 @@ def knn_like_pairs(n: int, demos: int, per_demo: int, seed: int) -> tuple[np.nda
     return i, j
 
 
-def model_tokens(scorer: UtilityModel, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> int:
-    """Tokens a prefix-sharing run feeds the model: each demonstration's prefix once, suffixes."""
-    pieces = [scorer.prompts.sequence(enc, int(a), enc, int(b)) for a, b in zip(i, j)]
-    prefixes = {int(b): len(p) for b, (p, _) in zip(j, pieces)}
-    return sum(prefixes.values()) + sum(len(s) for _, s in pieces)
+def sequences(scorer: UtilityModel, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> list:
+    """The scored token sequence of each pair, as a plain per-pair loop builds it."""
+    prompts, _ = scorer.prompts.pair_prompts(enc, i, enc, j)
+    return [scorer.prompts.pair_sequence(enc, int(a), p) for a, p in zip(i, prompts)]
+
+
+def perfect_share(seqs: list, j: np.ndarray) -> int:
+    """Tokens a perfect prefix share feeds: per demonstration, the longest prefix its pairs
+    have in common once, then each pair's remaining tokens."""
+    total = 0
+    for b in np.unique(j):
+        group = [seqs[k] for k in np.flatnonzero(j == b)]
+        common = 0
+        while all(len(q) > common and q[common] == group[0][common] for q in group):
+            common += 1
+        total += common + sum(len(q) - common for q in group)
+    return total
 
 
 def measure(scorer: UtilityModel, enc: EncodedSet, i: np.ndarray, j: np.ndarray) -> Run:
-    """Score the pairs after a warm-up on the first few; model_tokens left 0."""
+    """Score the pairs after a warm-up on the first few, counting the tokens fed to the model."""
     scorer.pairs(enc, enc, i[:4], j[:4])
-    wall, cpu = time.perf_counter(), time.process_time()
-    d1 = scorer.pairs(enc, enc, i, j)
-    return Run(time.perf_counter() - wall, time.process_time() - cpu, d1, 0)
+    fed = []
+    hook = scorer.model.register_forward_pre_hook(
+        lambda _m, _a, kw: fed.append(int(kw["input_ids"].numel())), with_kwargs=True
+    )
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        d1 = scorer.pairs(enc, enc, i, j)
+        return Run(time.perf_counter() - wall, time.process_time() - cpu, d1, sum(fed))
+    finally:
+        hook.remove()
 
 
 def bench(
     name: str, model, tokenizer, xs: list[str], ys: list[str], demos: int, args: argparse.Namespace
 ) -> tuple[list[str], str]:
     """Markdown table rows of the three modes on one model, and a line describing the pairs."""
-    base = ScoringConfig(max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size)
+    base = ScoringConfig(
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_size=args.max_batch_size,
+        packed_row_tokens=args.packed_row_tokens,
+    )
     scorers = [
         UtilityModel(
             model, tokenizer, TemplatesConfig(), dataclasses.replace(base, **kw), args.max_length
@@ -116,23 +139,18 @@ def bench(
     ]
     enc = scorers[0].encode(xs, ys)
     i, j = knn_like_pairs(len(xs), demos, args.per_demo, args.seed)
-    lengths = scorers[0].prompts.lengths(enc, i, enc, j)
-    if lengths.max() >= args.max_length:
+    seqs = sequences(scorers[0], enc, i, j)
+    if scorers[0].prompts.pair_prompts(enc, i, enc, j)[1].any():
         raise SystemExit(f"--max-length {args.max_length} cuts some demonstrations; raise it")
-    tokens = int(lengths.sum())
-    prefix = np.mean(
-        [len(scorers[0].prompts.sequence(enc, int(a), enc, int(b))[0]) for a, b in zip(i, j)]
-    )
+    tokens = sum(len(q) for q in seqs)
+    perfect = perfect_share(seqs, j)
     about = (
         f"{name}: {len(i)} pairs ({demos} demonstrations x {args.per_demo} targets); mean "
-        f"sequence {tokens / len(i):.0f} tokens = prefix {prefix:.0f} + suffix "
-        f"{tokens / len(i) - prefix:.0f}"
+        f"sequence {tokens / len(i):.0f} tokens; a perfect prefix share feeds {perfect} tokens, "
+        f"so the token-count ceiling of (c)/(a) is {tokens / perfect:.2f}x"
     )
     print(about, flush=True)
     runs = [measure(scorer, enc, i, j) for scorer in scorers]
-    for run, scorer in zip(runs, scorers):
-        shared = scorer.scoring.prefix_sharing
-        run.model_tokens = model_tokens(scorer, enc, i, j) if shared else tokens
     label = f"{name}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params"
     rows = [
         f"| {label} | {mode} | {len(i)} | {run.model_tokens} | {run.wall:.1f} | {run.cpu:.1f} | "
@@ -145,7 +163,14 @@ def bench(
         f"{what} **{slow.cpu / fast.cpu:.1f}x** (wall {slow.wall / fast.wall:.1f}x)"
         for what, slow, fast in (("(b)/(a)", a, b), ("(c)/(a)", a, c), ("(c)/(b)", b, c))
     ]
-    return [*rows, f"| {label} | speed-ups | {' | '.join(ratios)} | | | | |"], about
+    ceiling = tokens / perfect
+    speedup = a.cpu / c.cpu
+    against = (
+        f"| {label} | (c) against the ceiling | model tokens **{c.model_tokens / perfect:.2f}x** "
+        f"a perfect share | (c)/(a) CPU {speedup:.2f}x of the {ceiling:.2f}x ceiling = "
+        f"**{speedup / ceiling:.2f}** | | | | | |"
+    )
+    return [*rows, f"| {label} | speed-ups | {' | '.join(ratios)} | | | | |", against], about
 
 
 def write_section(path: Path, text: str) -> None:
@@ -170,6 +195,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--packed-row-tokens", type=int, default=ScoringConfig.packed_row_tokens)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, help="also write the section to this Markdown file")

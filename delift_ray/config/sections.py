@@ -163,13 +163,20 @@ class ScoringConfig(ActorPoolConfig):
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
     prefix_sharing: bool = True
+    packed_row_tokens: int = 512  # one packed row's tokens; its attention grows with their square
     demos_per_block: int = 32
     targets_per_plain_block: int = 1024
     calibration_pairs: int = 32
 
     def validate(self, key: str) -> None:
         """Batch and block sizes >= 1, then the actor pool."""
-        sizes = ("max_batch_tokens", "max_batch_size", "demos_per_block", "targets_per_plain_block")
+        sizes = (
+            "max_batch_tokens",
+            "max_batch_size",
+            "packed_row_tokens",
+            "demos_per_block",
+            "targets_per_plain_block",
+        )
         check_at_least(self, key, sizes, 1)
         super().validate(key)
 

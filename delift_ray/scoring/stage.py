@@ -33,6 +33,7 @@ from delift_ray.map_fn import local_map
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.models.load import fingerprint, load_tokenizer, max_length, model_config
 from delift_ray.progress import ProgressBar
+from delift_ray.scoring.attention import sharing_refusal
 from delift_ray.scoring.blocks import (
     POOL,
     TextSet,
@@ -65,6 +66,7 @@ class Preparation:
     job: WorkerSpec
     prompts: Prompts
     fingerprint: str
+    sharing: str  # how pairs are scored: "shared prefixes", or why not
 
 
 @dataclass
@@ -93,16 +95,33 @@ def prepare(
 ) -> Preparation:
     """Tokenizer, context limit, model fingerprint and the store key; no weights loaded."""
     tokenizer = load_tokenizer(model)
-    limit = max_length(model, model_config(model), tokenizer)
+    config = model_config(model)
+    limit = max_length(model, config, tokenizer)
     fp = fingerprint(model)
     key = scoring_key(
         model=fp,
         templates=dataclasses.asdict(templates),
         distance=scoring.distance,
         max_length=limit,
+        tokens="whole-text prompts",  # utilities from piecewise tokens (before 0.2) differ
     )
     job = WorkerSpec(model, templates, scoring, limit, store_uri, key)
-    return Preparation(job=job, prompts=Prompts(tokenizer, templates, limit), fingerprint=fp)
+    prompts = Prompts(tokenizer, templates, limit)
+    return Preparation(job, prompts, fp, sharing_mode(config, scoring))
+
+
+def sharing_mode(config: Any, scoring: ScoringConfig) -> str:
+    """How the workers will score pairs: with shared prefixes, or unshared and why."""
+    if not scoring.prefix_sharing:
+        return "unshared: scoring.prefix_sharing is off"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return "decided by each worker (a model class transformers does not list)"
+    refusal = sharing_refusal(config, model_class)
+    return "shared prefixes" if refusal is None else f"unshared: {refusal}"
 
 
 def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, EncodedSet]:
@@ -117,14 +136,7 @@ def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, Enc
     kept = dataclasses.replace(
         pool, examples=[pool.examples[k] for k in keep], rejects=pool.rejects + rejects
     )
-    return kept, take(enc, keep)
-
-
-def take(enc: EncodedSet, keep: list[int]) -> EncodedSet:
-    """The encoded examples at positions `keep`, in that order."""
-    return EncodedSet(
-        *([getattr(enc, f.name)[k] for k in keep] for f in dataclasses.fields(EncodedSet))
-    )
+    return kept, enc.take(keep)
 
 
 def text_sets(pool: ExampleSet, cross: ExampleSet | None) -> dict[str, TextSet]:
@@ -184,6 +196,7 @@ def embed(
 def plan(setup: Preparation, sets: dict[str, TextSet], pairs: dict[str, Any]) -> Plan:
     """Compare the needed pairs with the store: what is missing, and what was corrupt."""
     job = setup.job
+    log.info("scoring pairs with %s", setup.sharing)
     plain_scan = BlockStore(job.store_uri, job.store_key, "plain").scan()
     pair_scan = BlockStore(job.store_uri, job.store_key, "pairs").scan()
     d0 = d0_by_index(plain_scan.table, sets[POOL].ids)
@@ -193,6 +206,7 @@ def plan(setup: Preparation, sets: dict[str, TextSet], pairs: dict[str, Any]) ->
     found = {name: needed_utilities(t, pair_scan.table) for name, t in needed.items()}
     todo = {name: missing(t, pair_scan.table) for name, t in needed.items()}
     stats = {
+        "scoring_path": setup.sharing,
         "pairs_needed": sum(t.num_rows for t in needed.values()),
         "blocks_removed_corrupt": len(plain_scan.removed) + len(pair_scan.removed),
     }

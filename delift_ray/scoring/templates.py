@@ -1,26 +1,21 @@
-"""Scoring prompts (SPEC §3), cut into token pieces so a demonstration's prefix is reusable.
+"""Scoring prompts (SPEC §3): each prompt tokenized as one text, exactly as a per-pair loop does.
 
-A template is cut at its fields into four regions, each tokenized on its own with
-add_special_tokens=False. For the default with-example template they are
-
-    head  "Instruction:\\nUse the following example ... response.\\n\\n\\nExample:"
-    demo  "\\n{example_prompt}\\n{example_response}"
-    mid   "\\n\\n\\nQuery:"
-    query "\\n{query}\\n"
-
-`demo` runs from the whitespace before the first example field to the end of the last one and
-`query` from the whitespace before {query} to the end; the plain template has only `mid` (the
-text before {query}) and `query`. Whitespace travels with the field after it, so "Query: {x}"
-tokenizes " Instruction" as in running text (byte-level BPE), not " " + "Instruction".
 A scored sequence is
 
-    [BOS] head demo_j mid | query_i EOS response_i EOS
+    [BOS] tok(prompt) EOS tok(response) EOS
 
-Everything left of "|" depends only on the demonstration j (one prefix, many targets); the last
-len(response_i) + 1 tokens are scored. Sequences longer than max_length are cut, never in the
-BOS, the literals, the response or the EOS tokens: first demo_j loses tokens from its left (the
-example's instruction goes before its response), then query_i from its left (the end of the query,
-next to the response, stays). A target whose response does not fit even so is too long.
+where `prompt` is the plain template filled with the target's x, or the with-example template
+filled with the demonstration's (x, y) and the target's x, and `tok` tokenizes one whole text
+without special tokens, with special-token strings in it split into ordinary text (a `</s>` in
+the data is never an EOS). BOS is added as `templates.add_bos` says (`auto`: when the tokenizer
+adds it to plain text). The last len(tok(response)) + 1 tokens are scored.
+
+Sequences longer than max_length are cut, never in the BOS, the template's literal text, the
+response or the EOS tokens: the tokens of the demonstration (from its first example field to the
+end of its last, a token belonging where its first character is) go first, from the left (the
+example's instruction before its response), then the tokens of the query, from the left (the end
+of the query, next to the response, stays). A target whose response does not fit even so is
+too long; `too_long` reports it before scoring.
 """
 
 from __future__ import annotations
@@ -34,34 +29,61 @@ from delift_ray.config import TemplatesConfig
 from delift_ray.errors import ConfigError, DeliftError
 
 EXAMPLE_FIELDS = ("example_prompt", "example_response")
-NO_TOKENS = np.zeros(0, dtype=np.int32)
+# tokens a cut prompt may keep beyond the literal-only template's count: a token at a field's
+# edge can merge literal and field text, so the literals alone may tokenize one or two shorter
+EDGE_SLACK = 2
+
+Span = tuple[int, int]
 
 
 @dataclass(frozen=True)
 class Template:
-    """A template cut into regions; `demo` and `query` are format strings, the rest literal."""
+    """A template's literal text around its fields: literals[k] precedes fields[k]."""
 
-    head: str
-    demo: str
-    mid: str
-    query: str
+    literals: tuple[str, ...]
+    fields: tuple[str, ...]
+
+    def render(self, values: dict[str, str]) -> tuple[str, dict[str, Span]]:
+        """The filled-in text and each field's character span in it."""
+        parts, spans, at = [], {}, 0
+        for literal, name in zip(self.literals, self.fields, strict=False):
+            value = values[name]
+            at += len(literal)
+            spans[name] = (at, at + len(value))
+            at += len(value)
+            parts += [literal, value]
+        parts.append(self.literals[-1])
+        return "".join(parts), spans
 
 
 @dataclass
 class EncodedSet:
-    """Token ids of each example's pieces, one int32 array per example and piece."""
+    """The texts of a set and what is tokenized once per example (int32 token ids)."""
 
-    plain_query: list[np.ndarray]  # query region of the plain template, filled with x
-    query: list[np.ndarray]  # query region of the with-example template, filled with x
-    demo: list[np.ndarray]  # demo region filled with (x, y)
+    xs: list[str]
+    ys: list[str]
+    plain: list[np.ndarray]  # the whole plain prompt filled with x, without BOS
     response: list[np.ndarray]  # y
+    query_len: np.ndarray  # tokens of x alone (for estimates)
+    demo_len: np.ndarray  # tokens of the example text alone (for estimates)
 
     def __len__(self) -> int:
-        return len(self.response)
+        return len(self.ys)
+
+    def take(self, keep: list[int]) -> EncodedSet:
+        """The examples at positions `keep`, in that order."""
+        return EncodedSet(
+            [self.xs[k] for k in keep],
+            [self.ys[k] for k in keep],
+            [self.plain[k] for k in keep],
+            [self.response[k] for k in keep],
+            self.query_len[keep],
+            self.demo_len[keep],
+        )
 
 
 def split_template(text: str, with_example: bool, key: str = "templates") -> Template:
-    """Cut a template into head / demo / mid / query; DeliftError if its fields are wrong."""
+    """A template's literals and fields; ConfigError if its fields are wrong."""
     want = (*EXAMPLE_FIELDS, "query") if with_example else ("query",)
     lits, names, current = [], [], ""
     for literal, name, spec, conversion in string.Formatter().parse(text):
@@ -83,22 +105,7 @@ def split_template(text: str, with_example: bool, key: str = "templates") -> Tem
         )
     if names[-1] != "query":
         raise ConfigError(f"config: {key} must put {{query}} after the example fields")
-    mid, ws = _cut_whitespace(lits[-2])
-    query = _escape(ws) + "{query}" + _escape(lits[-1])
-    if not with_example:
-        return Template(head="", demo="", mid=mid, query=query)
-    head, ws = _cut_whitespace(lits[0])
-    demo = _escape(ws) + "{" + names[0] + "}" + _escape(lits[1]) + "{" + names[1] + "}"
-    return Template(head=head, demo=demo, mid=mid, query=query)
-
-
-def _cut_whitespace(literal: str) -> tuple[str, str]:
-    body = literal.rstrip()
-    return body, literal[len(body) :]
-
-
-def _escape(literal: str) -> str:
-    return literal.replace("{", "{{").replace("}", "}}")
+    return Template(literals=tuple(lits), fields=tuple(names))
 
 
 def wants_bos(tokenizer, mode: str) -> bool:
@@ -111,6 +118,17 @@ def wants_bos(tokenizer, mode: str) -> bool:
             raise ConfigError("config: templates.add_bos is always, but the tokenizer has no BOS")
         return True
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def tokenize_text(tokenizer, texts: list[str], offsets: bool = False) -> dict:
+    """Token ids (and character offsets) of each whole text, special-token strings as text."""
+    return tokenizer(
+        texts,
+        add_special_tokens=False,
+        split_special_tokens=True,
+        return_offsets_mapping=offsets,
+        verbose=False,
+    )
 
 
 class Prompts:
@@ -128,40 +146,48 @@ class Prompts:
         self.example_template = split_template(
             templates.with_example, True, "templates.with_example"
         )
-        # literal tokens, indexed by "with example?"
-        self.head = [NO_TOKENS, self._tokenize([self.example_template.head])[0]]
-        self.mid = self._tokenize([self.plain_template.mid, self.example_template.mid])
+        empty = dict.fromkeys((*EXAMPLE_FIELDS, "query"), "")
+        literal_only = [t.render(empty)[0] for t in (self.plain_template, self.example_template)]
+        # BOS, the literals and two EOS, indexed by "with example?"
+        self._fixed = [len(self.bos) + len(ids) + 2 for ids in self._tokenize(literal_only)]
 
     def _tokenize(self, texts: list[str]) -> list[np.ndarray]:
         if not texts:
             return []
-        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        ids = tokenize_text(self.tokenizer, texts)["input_ids"]
         return [np.asarray(t, dtype=np.int32) for t in ids]
 
     def encode(self, xs: list[str], ys: list[str]) -> EncodedSet:
-        """Tokenize every piece of each (prompt x, response y) example once."""
+        """Tokenize each (prompt x, response y) example's plain prompt and response once."""
         if len(xs) != len(ys):
             raise ValueError(f"{len(xs)} prompts but {len(ys)} responses")
-        plain, example = self.plain_template, self.example_template
+        plain = self.plain_template
+        demo_texts = [self._demo_text(x, y) for x, y in zip(xs, ys, strict=True)]
         return EncodedSet(
-            plain_query=self._tokenize([plain.query.format(query=x) for x in xs]),
-            query=self._tokenize([example.query.format(query=x) for x in xs]),
-            demo=self._tokenize(
-                [
-                    example.demo.format(example_prompt=x, example_response=y)
-                    for x, y in zip(xs, ys, strict=True)
-                ]
-            ),
+            xs=list(xs),
+            ys=list(ys),
+            plain=self._tokenize([plain.render({"query": x})[0] for x in xs]),
             response=self._tokenize(list(ys)),
+            query_len=_counts(self._tokenize(list(xs))),
+            demo_len=_counts(self._tokenize(demo_texts)),
         )
+
+    def _demo_text(self, x: str, y: str) -> str:
+        text, spans = self._render_pair(x, y, "")
+        (a, _), (_, b) = (spans[name] for name in self.example_template.fields[:2])
+        return text[a:b]
+
+    def _render_pair(self, x: str, y: str, query: str) -> tuple[str, dict[str, Span]]:
+        values = {"example_prompt": x, "example_response": y, "query": query}
+        return self.example_template.render(values)
 
     def fixed(self, with_example: bool) -> int:
         """Tokens that are never cut, besides the response: BOS, literals, two EOS."""
-        return len(self.bos) + len(self.head[with_example]) + len(self.mid[with_example]) + 2
+        return self._fixed[with_example]
 
     def too_long(self, enc: EncodedSet) -> list[str | None]:
         """Per example, why it cannot be scored as a target (None if it can)."""
-        fixed = max(self.fixed(False), self.fixed(True))
+        fixed = max(self._fixed) + EDGE_SLACK
         return [self._reason(len(r), fixed) for r in enc.response]
 
     def _reason(self, n_response: int, fixed: int) -> str | None:
@@ -175,38 +201,89 @@ class Prompts:
     def lengths(
         self, t: EncodedSet, i: np.ndarray, d: EncodedSet | None = None, j: np.ndarray | None = None
     ) -> np.ndarray:
-        """Length of each sequence `sequence` builds; ValueError if a target is too long."""
-        example = d is not None
-        fixed = self.fixed(example)
+        """Estimated length of each sequence (pieces' token counts added; for plans, not cuts)."""
         i = np.asarray(i, dtype=np.int64)
-        n_response = _lens(t.response, i)
-        over = np.flatnonzero(n_response + fixed > self.max_length)
-        if len(over):
-            reason = self._reason(int(n_response[over[0]]), fixed)
-            raise ValueError(f"target {int(i[over[0]])} cannot be scored: {reason}")
-        full = fixed + n_response + _lens(t.query if example else t.plain_query, i)
-        if d is not None and j is not None:
-            full += _lens(d.demo, j)
+        n_response = _counts([t.response[k] for k in i])
+        if d is None or j is None:
+            plain = _counts([t.plain[k] for k in i])
+            return np.minimum(len(self.bos) + plain + n_response + 2, self.max_length)
+        full = self.fixed(True) + n_response + t.query_len[i] + d.demo_len[np.asarray(j)]
         return np.minimum(full, self.max_length)
 
-    def sequence(
-        self, t: EncodedSet, i: int, d: EncodedSet | None = None, j: int = 0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(prefix, suffix) ids of target i shown demonstration j of d (plain if d is None)."""
-        example = d is not None
-        query = (t.query if example else t.plain_query)[i]
-        demo = d.demo[j] if d is not None else NO_TOKENS
-        response = t.response[i]
-        room = self.max_length - self.fixed(example) - len(response)
-        if room < 0:
-            reason = self._reason(len(response), self.fixed(example))
-            raise ValueError(f"target {i} cannot be scored: {reason}")
-        keep_demo = min(len(demo), max(room - len(query), 0))
-        keep_query = min(len(query), room - keep_demo)
-        prefix = [self.bos, self.head[example], demo[len(demo) - keep_demo :], self.mid[example]]
-        suffix = [query[len(query) - keep_query :], self.eos, response, self.eos]
-        return np.concatenate(prefix), np.concatenate(suffix)
+    def plain_sequence(self, t: EncodedSet, i: int) -> np.ndarray:
+        """[BOS] plain prompt EOS response EOS of target i, cut from the query's left if long."""
+        prompt = t.plain[i]
+        room = self.max_length - len(self.bos) - 2 - len(t.response[i])
+        if len(prompt) > room:  # rare: the plain prompt is cut token-wise like a pair's query
+            prompt = self._cut_plain(t.xs[i], room, i)
+        return np.concatenate([self.bos, prompt, self.eos, t.response[i], self.eos])
+
+    def _cut_plain(self, x: str, room: int, i: int) -> np.ndarray:
+        text, spans = self.plain_template.render({"query": x})
+        return self._cut([text], [[spans["query"]]], [room], [i])[0]
+
+    def pair_prompts(
+        self, t: EncodedSet, i: np.ndarray, d: EncodedSet, j: np.ndarray
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """[BOS] prompt of target i[k] shown demonstration j[k], and whether it had to be cut."""
+        rendered = [self._render_pair(d.xs[b], d.ys[b], t.xs[a]) for a, b in zip(i, j, strict=True)]
+        ids = self._tokenize([text for text, _ in rendered])
+        room = self.max_length - len(self.bos) - 2 - _counts([t.response[a] for a in i])
+        cut = np.array([len(p) > r for p, r in zip(ids, room, strict=True)], dtype=bool)
+        over = np.flatnonzero(cut)
+        if len(over):
+            fields = self.example_template.fields
+            demo = [_join(rendered[k][1][fields[0]], rendered[k][1][fields[1]]) for k in over]
+            query = [rendered[k][1]["query"] for k in over]
+            cuts = self._cut(
+                [rendered[k][0] for k in over],
+                [[a, b] for a, b in zip(demo, query, strict=True)],
+                [int(room[k]) for k in over],
+                [int(i[k]) for k in over],
+            )
+            for k, c in zip(over, cuts, strict=True):
+                ids[k] = c
+        return [np.concatenate([self.bos, p]) for p in ids], cut
+
+    def pair_sequence(self, t: EncodedSet, i: int, prompt: np.ndarray) -> np.ndarray:
+        """A pair's scored sequence from its [BOS] prompt: prompt EOS response EOS."""
+        return np.concatenate([prompt, self.eos, t.response[i], self.eos])
+
+    def _cut(
+        self, texts: list[str], regions: list[list[Span]], rooms: list[int], targets: list[int]
+    ) -> list[np.ndarray]:
+        """Token ids of each text with tokens dropped from the left of each region in turn."""
+        try:
+            enc = tokenize_text(self.tokenizer, texts, offsets=True)
+        except NotImplementedError:
+            raise DeliftError(
+                "model: cutting over-long prompts needs a fast (tokenizers) tokenizer"
+            ) from None
+        out = []
+        for ids, offs, spans, room, target in zip(
+            enc["input_ids"], enc["offset_mapping"], regions, rooms, targets, strict=True
+        ):
+            starts = np.array([s for s, _ in offs], dtype=np.int64)
+            keep = np.ones(len(ids), dtype=bool)
+            need = len(ids) - room
+            for a, b in spans:
+                inside = np.flatnonzero((starts >= a) & (starts < b) & keep)
+                drop = inside[: max(need, 0)]
+                keep[drop] = False
+                need -= len(drop)
+            if need > 0:
+                n_response = self.max_length - room - len(self.bos) - 2
+                raise ValueError(
+                    f"target {target} cannot be scored: response has {n_response} tokens, which "
+                    f"leave {room} for a prompt whose literal text needs {room + need}"
+                )
+            out.append(np.asarray(ids, dtype=np.int32)[keep])
+        return out
 
 
-def _lens(arrays: list[np.ndarray], idx: np.ndarray) -> np.ndarray:
-    return np.fromiter((len(arrays[k]) for k in idx), dtype=np.int64, count=len(idx))
+def _join(first: Span, second: Span) -> Span:
+    return (min(first[0], second[0]), max(first[1], second[1]))
+
+
+def _counts(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))

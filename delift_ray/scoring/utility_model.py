@@ -5,32 +5,24 @@ probability of the gold token. Distance "d" is sqrt(mean_t (1 - p_t)^2), in [0, 
 "cpmi" is mean_t -log p_t, so that U = d0 - d1 = mean_t (log p_with - log p_plain). Either way
 U[i, j] = d0[i] - d1[i, j] > 0 means demonstration j helps target i.
 
-Sequences are sorted longest first and packed into right-padded batches of at most
-`max_batch_tokens` padded tokens and `max_batch_size` rows; one forward per batch, and only the
-rows of the logits that predict scored tokens go through log_softmax.
+Every sequence is the one a plain per-pair loop builds (`templates.Prompts`). Two executors:
 
-Prefix sharing (`scoring.prefix_sharing`): a pair whose sequence fits max_length whole starts
-with its demonstration's prefix `[BOS] head demo_j mid`, the same for every target. Such pairs
-are scored in chunks of demonstrations (longest prefix first, as many as one batch of prefixes
-holds): one forward over the chunk's right-padded prefixes keeps their KV cache, then the
-suffixes `query_i EOS response_i EOS` of the chunk's pairs run in right-padded batches against a
-per-batch copy of the rows they need. A suffix row attends to its prefix's tokens (the padding
-between prefix and suffix is masked) and continues its positions from its prefix's length.
-A suffix batch counts, per row, the chunk's padded prefix length plus its padded suffix length
-against `max_batch_tokens`, so its keys and values take no more room than an unshared batch's;
-on top of that the chunk's cache is held (at most `max_batch_tokens` tokens, as a prefix batch).
-The cache is never changed: each batch gets a shallow copy that selects its rows. Pairs whose
-demonstration is cut (long targets) take the unshared path. Padding sits inside the cache, so
-the model must keep keys and values per token (attention layers), not a recurrent state; a
-sliding-window layer is exact only for sequences within its window.
+- packed (`scoring.prefix_sharing`, the default, on models whose layers all attend over
+  per-token keys; see `attention`): a demonstration's pairs share the longest token prefix their
+  whole-text prompts really have in common. A row of at most `packed_row_tokens` tokens holds that
+  prefix once, then its targets' suffixes, each attending to the prefix and itself with positions
+  continuing from the prefix (sequences with nothing to share are packed side by side the same
+  way). One forward per row, no KV cache, no copies; logits only where a scored token is
+  predicted.
+- padded (sharing off, or a model sharing cannot be exact for): sequences sorted longest first
+  in right-padded batches of at most `max_batch_tokens` padded tokens and `max_batch_size` rows.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,23 +30,31 @@ import torch
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
 from delift_ray.progress import ProgressFn
+from delift_ray.scoring.attention import (
+    PackedRow,
+    layer_windows,
+    packed_mask,
+    sharing_refusal,
+)
 from delift_ray.scoring.templates import EncodedSet, Prompts
+
+Scored = tuple[np.ndarray, int]  # a sequence's ids and how many of its last tokens are scored
 
 
 @dataclass
-class _Past:
-    """A KV cache of right-padded prefixes: its rows' attention masks and true lengths."""
+class _Group:
+    """A prefix and the suffixes that follow it; out[k] is suffix k's place in the output."""
 
-    cache: Any  # transformers Cache
-    mask: np.ndarray  # (rows, padded prefix length), 1 on prefix tokens
-    length: np.ndarray  # (rows,), where each row's next position starts
+    prefix: np.ndarray
+    suffixes: list[np.ndarray] = field(default_factory=list)
+    scored: list[int] = field(default_factory=list)
+    out: list[int] = field(default_factory=list)
 
-    def select(self, rows: np.ndarray, device: torch.device) -> _Past:
-        """The given rows (repeats allowed) in a new cache; this one is left as it was."""
-        cache = copy.copy(self.cache)
-        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
-        cache.batch_select_indices(torch.as_tensor(rows, device=device))
-        return _Past(cache, self.mask[rows], self.length[rows])
+    def add(self, suffix: np.ndarray, scored: int, out: int) -> None:
+        """Append one suffix."""
+        self.suffixes.append(suffix)
+        self.scored.append(scored)
+        self.out.append(out)
 
 
 class UtilityModel:
@@ -74,13 +74,15 @@ class UtilityModel:
         self.scoring = scoring
         self.device = torch.device(device)
         params = inspect.signature(model.forward).parameters
-        # models that accept it project only the last positions onto the vocabulary
+        # models that accept it project only the positions that predict scored tokens
         self.keep_logits = "logits_to_keep" in params
-        # transformers 5 names the KV cache argument and output `cache`; older models did not
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.refusal = sharing_refusal(model.config, type(model))
+        self.packed = scoring.prefix_sharing and self.refusal is None
+        self.layers = layer_windows(model.config)
+        self.kernel = getattr(model.config, "_attn_implementation", None) or "eager"
 
     def encode(self, xs: list[str], ys: list[str]) -> EncodedSet:
-        """Tokenize prompts xs and responses ys into reusable pieces."""
+        """Tokenize prompts xs and responses ys."""
         return self.prompts.encode(xs, ys)
 
     def too_long(self, enc: EncodedSet) -> list[str | None]:
@@ -92,9 +94,11 @@ class UtilityModel:
     ) -> np.ndarray:
         """d0 of the targets at idx (all if None), float64."""
         idx = np.arange(len(targets)) if idx is None else np.asarray(idx, dtype=np.int64)
-        lengths = self.prompts.lengths(targets, idx)
-        tick = _ticker(progress, len(idx))
-        return self._distances(lengths, lambda k: self._sequence(targets, idx[k]), tick)
+        seqs = [
+            (self.prompts.plain_sequence(targets, int(k)), len(targets.response[int(k)]) + 1)
+            for k in idx
+        ]
+        return self._score_unshared(seqs, _ticker(progress, len(idx)))
 
     def pairs(
         self,
@@ -108,78 +112,91 @@ class UtilityModel:
         i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
         if i.shape != j.shape or i.ndim != 1:
             raise ValueError(f"i and j must be 1-D of one length, got {i.shape} and {j.shape}")
-        lengths = self.prompts.lengths(targets, i, demos, j)
+        prompts, cut = self.prompts.pair_prompts(targets, i, demos, j)
         tick = _ticker(progress, len(i))
-        shared = np.zeros(len(i), dtype=bool)
-        if self.scoring.prefix_sharing:
-            shared = self._whole(targets, i, demos, j)
-        out = np.empty(len(i), dtype=np.float64)
-        cut = np.flatnonzero(~shared)
-        out[cut] = self._distances(
-            lengths[cut], lambda k: self._sequence(targets, i[cut[k]], demos, j[cut[k]]), tick
-        )
-        whole = np.flatnonzero(shared)
-        out[whole] = self._shared(targets, demos, i[whole], j[whole], tick)
+        scored = [len(targets.response[int(a)]) + 1 for a in i]
+        if not self.packed:
+            seqs = [
+                (self.prompts.pair_sequence(targets, int(a), p), n)
+                for a, p, n in zip(i, prompts, scored, strict=True)
+            ]
+            return self._score_unshared(seqs, tick)
+        groups = []
+        for k in np.flatnonzero(cut):  # a cut demonstration is not the same for its targets
+            groups.append(_Group(np.zeros(0, np.int32)))
+            groups[-1].add(
+                self.prompts.pair_sequence(targets, int(i[k]), prompts[k]), scored[k], int(k)
+            )
+        whole = np.flatnonzero(~cut)
+        whole = whole[np.argsort(j[whole], kind="stable")]
+        for members in np.split(whole, np.flatnonzero(np.diff(j[whole])) + 1):
+            if not len(members):
+                continue
+            shared = _common_prefix([prompts[k] for k in members])
+            group = _Group(prompts[members[0]][:shared])
+            for k in members:
+                suffix = self.prompts.pair_sequence(targets, int(i[k]), prompts[k])[shared:]
+                group.add(suffix, scored[k], int(k))
+            groups.append(group)
+        return self._score_packed(groups, len(i), tick)
+
+    def _score_unshared(self, seqs: list[Scored], tick: Callable[[int], None]) -> np.ndarray:
+        """Each sequence on its own: packed side by side, or in padded batches."""
+        if self.packed:
+            groups = []
+            for k, (ids, n) in enumerate(seqs):
+                groups.append(_Group(np.zeros(0, np.int32)))
+                groups[-1].add(ids, n, k)
+            return self._score_packed(groups, len(seqs), tick)
+        return self._score_padded(seqs, tick)
+
+    # -- packed rows ---------------------------------------------------------------------------
+
+    def _score_packed(
+        self, groups: list[_Group], n: int, tick: Callable[[int], None]
+    ) -> np.ndarray:
+        """Distances of every group's suffixes, one forward per packed row; output order."""
+        out = np.empty(n, dtype=np.float64)
+        for row, scored, where in _pack(
+            groups, self.scoring.packed_row_tokens, self.scoring.max_batch_size
+        ):
+            out[where] = self._forward_packed(row, scored)
+            tick(len(where))
         return out
 
-    def _whole(self, t: EncodedSet, i: np.ndarray, d: EncodedSet, j: np.ndarray) -> np.ndarray:
-        """Per pair, whether its sequence fits max_length uncut, so its prefix is demo j's alone."""
-        full = (
-            self.prompts.fixed(True) + _lens(t.query, i) + _lens(t.response, i) + _lens(d.demo, j)
-        )
-        return full <= self.prompts.max_length
+    @torch.inference_mode()
+    def _forward_packed(self, row: PackedRow, scored: list[tuple[int, int]]) -> np.ndarray:
+        """Distances of the row's suffixes that end at column e with n scored tokens, (e, n)."""
+        counts = np.array([n for _, n in scored])
+        col = np.concatenate([np.arange(e - n - 1, e - 1) for e, n in scored])
+        ids = torch.as_tensor(row.ids[None].astype(np.int64), device=self.device)
+        dtype = next(self.model.parameters()).dtype
+        extra: dict[str, Any] = {}
+        if self.keep_logits:
+            extra["logits_to_keep"] = torch.as_tensor(col, device=self.device)
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=packed_mask(row, self.layers, self.kernel, dtype, self.device),
+            position_ids=torch.as_tensor(row.position[None].astype(np.int64), device=self.device),
+            use_cache=False,
+            **extra,
+        ).logits[0]
+        if not self.keep_logits:
+            logits = logits[torch.as_tensor(col, device=self.device)]
+        gold = torch.as_tensor(row.ids[col + 1].astype(np.int64), device=self.device)
+        return self._distance(logits, gold, counts)
 
-    def _sequence(
-        self, t: EncodedSet, i: int, d: EncodedSet | None = None, j: int = 0
-    ) -> tuple[np.ndarray, int]:
-        """Token ids of one sequence and how many of its last tokens are scored."""
-        prefix, suffix = self.prompts.sequence(t, int(i), d, int(j))
-        return np.concatenate([prefix, suffix]), len(t.response[int(i)]) + 1
+    # -- padded batches ------------------------------------------------------------------------
 
-    def _distances(
-        self,
-        lengths: np.ndarray,
-        build: Callable[[int], tuple[np.ndarray, int]],
-        tick: Callable[[int], None],
-    ) -> np.ndarray:
-        """Score sequence k = build(k) for every k, batched longest first; input order out."""
-        out = np.empty(len(lengths), dtype=np.float64)
+    def _score_padded(self, seqs: list[Scored], tick: Callable[[int], None]) -> np.ndarray:
+        """Sequences longest first in right-padded batches; input order out."""
+        lengths = np.array([len(s) for s, _ in seqs], dtype=np.int64)
+        out = np.empty(len(seqs), dtype=np.float64)
         order = np.argsort(-lengths, kind="stable")
         for rows in self._batches(lengths[order]):
             ks = order[rows]
-            out[ks] = self._forward([build(int(k)) for k in ks])
+            out[ks] = self._forward_padded([seqs[int(k)] for k in ks])
             tick(len(ks))
-        return out
-
-    def _shared(
-        self,
-        t: EncodedSet,
-        d: EncodedSet,
-        i: np.ndarray,
-        j: np.ndarray,
-        tick: Callable[[int], None],
-    ) -> np.ndarray:
-        """d1 of uncut pairs: each demonstration's prefix runs once, its targets' suffixes after."""
-        out = np.empty(len(i), dtype=np.float64)
-        pieces = [self.prompts.sequence(t, int(a), d, int(b)) for a, b in zip(i, j, strict=True)]
-        scored = [len(t.response[int(a)]) + 1 for a in i]
-        _, first, group = np.unique(j, return_index=True, return_inverse=True)
-        prefix_len = np.array([len(pieces[k][0]) for k in first], dtype=np.int64)
-        suffix_len = np.array([len(s) for _, s in pieces], dtype=np.int64)
-        by_prefix = np.argsort(-prefix_len, kind="stable")  # demonstrations, longest prefix first
-        slot = np.empty_like(by_prefix)  # a demonstration's row in its chunk's cache
-        for chunk in self._batches(prefix_len[by_prefix]):
-            demos = by_prefix[chunk]
-            slot[demos] = np.arange(len(demos))
-            past = self._prefill([pieces[first[g]][0] for g in demos])
-            ks = np.flatnonzero(np.isin(group, demos))
-            ks = ks[np.argsort(-suffix_len[ks], kind="stable")]
-            width = int(prefix_len[demos[0]])
-            for rows in self._batches(width + suffix_len[ks]):
-                batch = ks[rows]
-                seqs = [(pieces[k][1], scored[k]) for k in batch]
-                out[batch] = self._forward(seqs, past.select(slot[group[batch]], self.device))
-                tick(len(batch))
         return out
 
     def _batches(self, lengths: np.ndarray) -> Iterator[slice]:
@@ -191,49 +208,25 @@ class UtilityModel:
             yield slice(start, end)
             start = end
 
-    def _pad(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded int64 ids and attention mask of token sequences."""
-        width = max(len(s) for s in seqs)
+    @torch.inference_mode()
+    def _forward_padded(self, seqs: list[Scored]) -> np.ndarray:
+        """Distance of each (ids, n_scored) sequence from one right-padded pass."""
+        counts = np.array([n for _, n in seqs])
+        width = max(len(s) for s, _ in seqs)
         ids = np.full((len(seqs), width), self.prompts.eos[0], dtype=np.int64)
         mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for b, s in enumerate(seqs):
+        for b, (s, _) in enumerate(seqs):
             ids[b, : len(s)] = s
             mask[b, : len(s)] = 1
-        return ids, mask
-
-    @torch.inference_mode()
-    def _prefill(self, prefixes: list[np.ndarray]) -> _Past:
-        """The KV cache of right-padded prefixes, from one forward pass."""
-        ids, mask = self._pad(prefixes)
-        extra = {"logits_to_keep": 1} if self.keep_logits else {}
-        out = self.model(
-            input_ids=torch.as_tensor(ids, device=self.device),
-            attention_mask=torch.as_tensor(mask, device=self.device),
-            use_cache=True,
-            **extra,
-        )
-        return _Past(getattr(out, self.cache_arg), mask, mask.sum(axis=1))
-
-    @torch.inference_mode()
-    def _forward(self, seqs: list[tuple[np.ndarray, int]], past: _Past | None = None) -> np.ndarray:
-        """Distance of each (ids, n_scored) sequence from one right-padded pass, after `past`."""
-        counts = np.array([n for _, n in seqs])
-        ids, mask = self._pad([s for s, _ in seqs])
-        width = ids.shape[1]
         # (row, position) of each logit that predicts a scored token: the last n_scored of a row
         row = np.repeat(np.arange(len(seqs)), counts)
         col = np.concatenate([np.arange(len(s) - n - 1, len(s) - 1) for s, n in seqs])
         first = int(col.min()) if self.keep_logits else 0
         extra: dict[str, Any] = {"logits_to_keep": width - first} if self.keep_logits else {}
-        if past is not None:
-            positions = np.where(mask == 1, past.length[:, None] + np.arange(width), 0)
-            extra["position_ids"] = torch.as_tensor(positions, device=self.device)
-            extra[self.cache_arg] = past.cache
-            mask = np.concatenate([past.mask, mask], axis=1)
         logits = self.model(
             input_ids=torch.as_tensor(ids, device=self.device),
             attention_mask=torch.as_tensor(mask, device=self.device),
-            use_cache=past is not None,
+            use_cache=False,
             **extra,
         ).logits
         at = (
@@ -241,12 +234,79 @@ class UtilityModel:
             torch.as_tensor(col - first, device=self.device),
         )
         gold = torch.as_tensor(ids[row, col + 1], device=self.device)
-        logp = logits[at].float().log_softmax(-1).gather(1, gold[:, None])[:, 0]
-        logp = logp.double().cpu().numpy()
+        return self._distance(logits[at], gold, counts)
+
+    def _distance(self, logits: torch.Tensor, gold: torch.Tensor, counts: np.ndarray) -> np.ndarray:
+        """Per sequence, the distance from its scored tokens' logits (consecutive, counts each)."""
+        logp = logits.float().log_softmax(-1).gather(1, gold[:, None])[:, 0]
+        logp_np = logp.double().cpu().numpy()
         starts = np.cumsum(counts) - counts
         if self.scoring.distance == "cpmi":
-            return -np.add.reduceat(logp, starts) / counts
-        return np.sqrt(np.add.reduceat(np.expm1(logp) ** 2, starts) / counts)  # (1 - p)^2
+            return -np.add.reduceat(logp_np, starts) / counts
+        return np.sqrt(np.add.reduceat(np.expm1(logp_np) ** 2, starts) / counts)  # (1 - p)^2
+
+
+def _common_prefix(seqs: list[np.ndarray]) -> int:
+    """Length of the longest token prefix every sequence has."""
+    shortest = min(len(s) for s in seqs)
+    first = seqs[0][:shortest]
+    same = np.ones(shortest, dtype=bool)
+    for s in seqs[1:]:
+        same &= s[:shortest] == first
+    return shortest if same.all() else int(np.argmin(same))
+
+
+def _pack(
+    groups: list[_Group], row_tokens: int, max_sequences: int
+) -> Iterator[tuple[PackedRow, list[tuple[int, int]], list[int]]]:
+    """Rows of at most row_tokens tokens (one prefix+suffix may exceed it alone): the row, each
+    suffix's (end column, scored tokens) and output index. A group that does not fit in the
+    room left continues in the next row, its prefix repeated there."""
+    parts: list[np.ndarray] = []
+    group_ids: list[np.ndarray] = []
+    suffix_ids: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    scored: list[tuple[int, int]] = []
+    where: list[int] = []
+    used = 0
+    tag = 0
+
+    def flush() -> tuple[PackedRow, list[tuple[int, int]], list[int]]:
+        row = PackedRow(
+            np.concatenate(parts),
+            np.concatenate(group_ids),
+            np.concatenate(suffix_ids),
+            np.concatenate(positions),
+        )
+        return row, list(scored), list(where)
+
+    for g in groups:
+        open_prefix = False
+        for number, (suffix, n, out) in enumerate(
+            zip(g.suffixes, g.scored, g.out, strict=True), start=1
+        ):
+            need = len(suffix) + (0 if open_prefix else len(g.prefix))
+            if where and (used + need > row_tokens or len(where) >= max_sequences):
+                yield flush()
+                parts, group_ids, suffix_ids, positions, scored, where = [], [], [], [], [], []
+                used, open_prefix = 0, False
+            if not open_prefix:
+                tag += 1
+                parts.append(g.prefix)
+                group_ids.append(np.full(len(g.prefix), tag))
+                suffix_ids.append(np.zeros(len(g.prefix), np.int64))
+                positions.append(np.arange(len(g.prefix)))
+                used += len(g.prefix)
+                open_prefix = True
+            parts.append(suffix)
+            group_ids.append(np.full(len(suffix), tag))
+            suffix_ids.append(np.full(len(suffix), number))
+            positions.append(len(g.prefix) + np.arange(len(suffix)))
+            used += len(suffix)
+            scored.append((used, n))
+            where.append(out)
+    if where:
+        yield flush()
 
 
 def _ticker(progress: ProgressFn | None, total: int) -> Callable[[int], None]:
@@ -260,8 +320,3 @@ def _ticker(progress: ProgressFn | None, total: int) -> Callable[[int], None]:
             progress(done, total)
 
     return tick
-
-
-def _lens(pieces: list[np.ndarray], idx: np.ndarray) -> np.ndarray:
-    """Token counts of pieces[k] for k in idx."""
-    return np.array([len(pieces[k]) for k in idx], dtype=np.int64)

@@ -232,15 +232,17 @@ def encode_items(items: list[Item], prompts: Prompts) -> tuple[list[np.ndarray],
     queries = prompts.encode([it.x for it in items], [it.y for it in items])
     demos = prompts.encode([it.ex for it in items], [it.ey for it in items])
     bare = tok([it.x for it in items], add_special_tokens=False)["input_ids"]
+    shown = np.array([b for b, it in enumerate(items) if it.layout in ("same", "other")])
+    with_demo = dict(zip(shown.tolist(), prompts.pair_prompts(queries, shown, demos, shown)[0]))
     out = []
     for b, it in enumerate(items):
         if it.layout == "bare":
             seq = [prompts.bos, bare[b], prompts.eos, queries.response[b], prompts.eos]
             out.append(np.concatenate([np.asarray(s, dtype=np.int32) for s in seq]))
+        elif b in with_demo:
+            out.append(prompts.pair_sequence(queries, b, with_demo[b]))
         else:
-            demo = demos if it.layout in ("same", "other") else None
-            prefix, suffix = prompts.sequence(queries, b, demo, b)
-            out.append(np.concatenate([prefix, suffix]))
+            out.append(prompts.plain_sequence(queries, b))
     return out, [len(r) + 1 for r in queries.response]
 
 
@@ -344,7 +346,8 @@ def template_literals() -> tuple[str, ...]:
     example = split_template(templates.with_example, True)
     plain = split_template(templates.plain, False)
     parts = [lit for lit, *_ in string.Formatter().parse(data.prompt_template)]
-    return tuple(t for t in (example.head, example.mid, plain.mid, *parts) if t.strip())
+    fixed = (example.literals[0], example.literals[-2], plain.literals[-2])  # before a field
+    return tuple(t for t in (*(f.rstrip() for f in fixed), *parts) if t.strip())
 
 
 def _train(settings: Settings, out: Path, log: LogFn | None) -> list[list[float]]:

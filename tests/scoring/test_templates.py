@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from delift_ray.config import TemplatesConfig
 from delift_ray.errors import DeliftError
 from delift_ray.models.tiny import build_tokenizer
-from delift_ray.scoring.templates import Prompts, split_template, wants_bos
+from delift_ray.scoring.templates import EDGE_SLACK, Prompts, split_template, wants_bos
 
 XS = [
     "Instruction: Reverse the word.\nInput: cat\n",
@@ -31,31 +31,35 @@ def char_ids(tok, text: str) -> list[int]:
     return tok.convert_tokens_to_ids([BYTE_CHAR.get(c, c) for c in text])
 
 
-def whole(prompts: Prompts, *args) -> np.ndarray:
-    return np.concatenate(prompts.sequence(*args))
+def whole(prompts: Prompts, enc, i: int, demos=None, j: int = 0) -> np.ndarray:
+    """The scored sequence of target i, plain or shown demonstration j."""
+    if demos is None:
+        return prompts.plain_sequence(enc, i)
+    prompt = prompts.pair_prompts(enc, np.array([i]), demos, np.array([j]))[0][0]
+    return prompts.pair_sequence(enc, i, prompt)
 
 
 def test_default_templates_split_as_documented():
     cfg = TemplatesConfig()
     plain = split_template(cfg.plain, with_example=False)
-    assert plain.head == plain.demo == ""
-    assert (
-        plain.mid == "Instruction: Please generate a response to the following query.\n\n\nQuery:"
+    assert plain.fields == ("query",)
+    assert plain.literals == (
+        "Instruction: Please generate a response to the following query.\n\n\nQuery: ",
+        "\n",
     )
-    assert plain.query == " {query}\n"
     ex = split_template(cfg.with_example, with_example=True)
-    assert ex.head.startswith("Instruction:\nUse the following") and ex.head.endswith("Example:")
-    assert ex.demo == "\n{example_prompt}\n{example_response}"
-    assert ex.mid == "\n\n\nQuery:"
-    assert ex.query == "\n{query}\n"
+    assert ex.fields == ("example_prompt", "example_response", "query")
+    assert ex.literals[0].startswith("Instruction:\nUse the following")
+    assert ex.literals[1:] == ("\n", "\n\n\nQuery:\n", "\n")
 
 
-def test_regions_rebuild_the_template_with_literal_braces():
+def test_rendering_rebuilds_the_template_with_literal_braces_and_field_spans():
     text = "A {{b}}:\n{example_response} and {example_prompt} {{c}}\nQ {query} }}end"
     t = split_template(text, with_example=True)
     values = {"example_prompt": "x{0}", "example_response": "y", "query": "q"}
-    rebuilt = t.head + t.demo.format(**values) + t.mid + t.query.format(query="q")
-    assert rebuilt == text.format(**values)
+    rendered, spans = t.render(values)
+    assert rendered == text.format(**values)
+    assert all(rendered[a:b] == values[name] for name, (a, b) in spans.items())
 
 
 @pytest.mark.parametrize(
@@ -78,23 +82,22 @@ def test_bad_templates_are_reported(text, with_example, message):
     assert message in str(e.value)
 
 
-def test_prefix_depends_only_on_the_demo_and_decodes_to_the_template(tok):
+def test_each_prompt_is_its_whole_text_tokenized_once(tok):
     prompts = Prompts(tok, TemplatesConfig(), max_length=512)
     enc = prompts.encode(XS, YS)
     cfg = TemplatesConfig()
+    eos = [tok.eos_token_id]
     for i in range(2):
+        response = tok(YS[i], add_special_tokens=False)["input_ids"]
         for j in range(2):
-            prefix, suffix = prompts.sequence(enc, i, enc, j)
-            assert np.array_equal(prefix, prompts.sequence(enc, 1 - i, enc, j)[0])
-            query = suffix[: -len(enc.response[i]) - 2]
-            assert np.array_equal(query, prompts.sequence(enc, i, enc, 1 - j)[1][: len(query)])
             text = cfg.with_example.format(
                 example_prompt=XS[j], example_response=YS[j], query=XS[i]
             )
-            assert tok.decode(prefix) + tok.decode(query) == text
-        prefix, suffix = prompts.sequence(enc, i)
-        query = suffix[: -len(enc.response[i]) - 2]
-        assert tok.decode(prefix) + tok.decode(query) == cfg.plain.format(query=XS[i])
+            want = tok(text, add_special_tokens=False)["input_ids"] + eos + response + eos
+            assert whole(prompts, enc, i, enc, j).tolist() == want
+        text = cfg.plain.format(query=XS[i])
+        want = tok(text, add_special_tokens=False)["input_ids"] + eos + response + eos
+        assert whole(prompts, enc, i).tolist() == want
         assert tok.decode(enc.response[i]) == YS[i]
 
 
@@ -109,47 +112,31 @@ def test_layout_by_hand_with_a_one_token_per_character_tokenizer():
     expected = char_ids(tok, "Q: ab\n\n") + eos + char_ids(tok, " cd") + eos
     assert whole(prompts, enc, 0).tolist() == expected
     expected = char_ids(tok, "E:\nxy\n\n z\nQ: ab\n\n") + eos + char_ids(tok, " cd") + eos
-    prefix, suffix = prompts.sequence(enc, 0, enc, 1)
-    assert np.concatenate([prefix, suffix]).tolist() == expected
-    assert prefix.tolist() == char_ids(tok, "E:\nxy\n\n z\nQ:")
+    assert whole(prompts, enc, 0, enc, 1).tolist() == expected
 
 
-def test_truncation_cuts_the_demo_then_the_query_never_the_response(tok):
-    full = Prompts(tok, TemplatesConfig(), max_length=10_000)
-    enc = full.encode([XS[0], LONG_X], [YS[0], YS[1]])
-    fixed, query, demo = full.fixed(True), enc.query[0], enc.demo[1]
-    response = enc.response[0]
-    scored = np.concatenate([response, full.eos])
-    head, mid = full.head[True], full.mid[True]
-    n_full = fixed + len(response) + len(query) + len(demo)
-    assert (
-        whole(full, enc, 0, enc, 1).tolist()
-        == np.concatenate([head, demo, mid, query, full.eos, response, full.eos]).tolist()
+def test_truncation_cuts_the_demo_then_the_query_never_the_response():
+    tok = build_tokenizer(["abc"], vocab_size=100)  # no merges: every byte is a token
+    templates = TemplatesConfig(
+        plain="Q: {query}\n", with_example="E:\n{example_prompt}\n{example_response}\nQ: {query}\n"
     )
+    enc = Prompts(tok, templates, 512).encode(["ab\n", "wxyz\n"], [" cd", " z"])
+    eos = [tok.eos_token_id]
+    tail = eos + char_ids(tok, " cd") + eos
 
-    def cut(max_length):
-        p = Prompts(tok, TemplatesConfig(), max_length=max_length)
-        ids = whole(p, enc, 0, enc, 1)
-        assert len(ids) == min(n_full, max_length) == p.lengths(enc, np.array([0]), enc, [1])[0]
-        assert np.array_equal(ids[-len(scored) :], scored)
-        return ids
+    def cut(max_length: int) -> list[int]:
+        return whole(Prompts(tok, templates, max_length), enc, 0, enc, 1).tolist()
 
-    # the demo loses 10 tokens from its left; the query is whole
-    ids = cut(n_full - 10)
-    kept = np.concatenate([head, demo[10:], mid, query, full.eos, response, full.eos])
-    assert ids.tolist() == kept.tolist()
-    # no demo left, the query loses 3 tokens from its left
-    ids = cut(fixed + len(response) + len(query) - 3)
-    assert ids.tolist() == np.concatenate([head, mid, query[3:], full.eos, scored]).tolist()
-    # nothing left but the literals and the scored part
-    ids = cut(fixed + len(response))
-    assert ids.tolist() == np.concatenate([head, mid, full.eos, scored]).tolist()
-    # one token less and the target cannot be scored
-    small = Prompts(tok, TemplatesConfig(), max_length=fixed + len(response) - 1)
-    with pytest.raises(ValueError, match="target 0 cannot be scored: response has"):
-        small.sequence(enc, 0, enc, 1)
+    full = "E:\nwxyz\n\n z\nQ: ab\n\n"  # the demo is "wxyz\n\n z", the query "ab\n"
+    n = len(full) + len(tail)
+    assert cut(n) == char_ids(tok, full) + tail
+    # the demo loses 3 characters from its left, the query is whole
+    assert cut(n - 3) == char_ids(tok, "E:\nz\n\n z\nQ: ab\n\n") + tail
+    # no demo left, the query loses 2 tokens from its left
+    assert cut(n - 10) == char_ids(tok, "E:\n\nQ: \n\n") + tail
+    # the literals alone do not fit: a clear error, never a cut response
     with pytest.raises(ValueError, match="target 0 cannot be scored"):
-        small.lengths(enc, np.array([0]), enc, np.array([1]))
+        cut(n - 12)
 
 
 def test_too_long_reports_the_response_length_against_the_worst_template(tok):
@@ -157,7 +144,7 @@ def test_too_long_reports_the_response_length_against_the_worst_template(tok):
     long_y = " tac" * 50
     enc = prompts.encode([*XS, XS[0]], [*YS, long_y])
     n = len(enc.response[2])
-    worst = max(prompts.fixed(False), prompts.fixed(True))
+    worst = max(prompts.fixed(False), prompts.fixed(True)) + EDGE_SLACK
     assert prompts.fixed(True) > prompts.fixed(False)
     assert prompts.too_long(enc) == [
         None,
@@ -169,6 +156,10 @@ def test_too_long_reports_the_response_length_against_the_worst_template(tok):
     edge = Prompts(tok, TemplatesConfig(), max_length=worst + n)
     assert edge.too_long(enc)[2] is None
     assert Prompts(tok, TemplatesConfig(), max_length=worst + n - 1).too_long(enc)[2]
+
+
+def templates_plain_literals() -> str:
+    return TemplatesConfig().plain.format(query="")
 
 
 class _NoBosTokenizer:
@@ -187,7 +178,8 @@ def test_bos_auto_always_never(tiny_model_dir):
         prompts = Prompts(tok, TemplatesConfig(add_bos=mode), max_length=512)
         enc = prompts.encode(XS, YS)
         starts[mode] = (whole(prompts, enc, 0)[0], whole(prompts, enc, 0, enc, 1)[0])
-        assert prompts.fixed(False) == len(prompts.mid[False]) + 2 + (mode == "always")
+        literals = tok(templates_plain_literals(), add_special_tokens=False)["input_ids"]
+        assert prompts.fixed(False) == len(literals) + 2 + (mode == "always")
     assert starts["always"] == (bos, bos)
     assert bos not in starts["auto"] and bos not in starts["never"]
 

@@ -82,9 +82,17 @@ def reference_distance(probs: list[float], distance: str) -> float:
     return sum(-math.log(p) for p in probs) / len(probs)
 
 
+def sequence(prompts, targets, i, demos=None, j=0) -> np.ndarray:
+    """The scored sequence of target i, plain or shown demonstration j."""
+    if demos is None:
+        return prompts.plain_sequence(targets, i)
+    prompt = prompts.pair_prompts(targets, np.array([i]), demos, np.array([j]))[0][0]
+    return prompts.pair_sequence(targets, i, prompt)
+
+
 def reference(scorer, targets, i, demos=None, j=0) -> list[float]:
     """The reference p_t of one pair, from the scorer's token ids; the last T tokens scored."""
-    ids = np.concatenate(scorer.prompts.sequence(targets, i, demos, j))
+    ids = sequence(scorer.prompts, targets, i, demos, j)
     scored = np.arange(len(ids)) >= len(ids) - len(targets.response[i]) - 1
     return reference_probs(scorer.model, ids, scored)
 
@@ -126,9 +134,9 @@ def lm(tiny_model_dir):
     scorer = scorer_for(lm)
     enc = scorer.encode(XS, YS)
     n = len(XS)
-    pieces = [scorer.prompts.sequence(enc, i) for i in range(n)]
-    pieces += [scorer.prompts.sequence(enc, i, enc, (i + 1) % n) for i in range(n)]
-    fit(lm[0], [np.concatenate(p) for p in pieces], steps=30)
+    seqs = [sequence(scorer.prompts, enc, i) for i in range(n)]
+    seqs += [sequence(scorer.prompts, enc, i, enc, (i + 1) % n) for i in range(n)]
+    fit(lm[0], seqs, steps=30)
     return lm
 
 
@@ -244,19 +252,14 @@ def test_targets_and_demonstrations_from_different_sets(lm):
 def test_truncated_pairs_score_the_whole_response(lm):
     long_x = "Instruction: Reverse the word.\nInput: " + "dog cat " * 30 + "\n"
     xs, ys = [XS[0], long_x], [YS[0], YS[0]]
-    full = scorer_for(lm, max_length=1000).encode(xs, ys)
-    room = len(full.query[0]) + len(full.response[0]) + 5  # 5 tokens of the demo survive
-    scorer = scorer_for(lm, max_length=scorer_for(lm).prompts.fixed(True) + room)
+    full = scorer_for(lm, max_length=1000)
+    n_full = len(sequence(full.prompts, full.encode(xs, ys), 0, full.encode(xs, ys), 1))
+    scorer = scorer_for(lm, max_length=n_full - 40)  # the demonstration loses 40 tokens
     enc = scorer.encode(xs, ys)
-    prefix, suffix = scorer.prompts.sequence(enc, 0, enc, 1)
-    assert len(prefix) + len(suffix) == scorer.prompts.max_length
-    assert suffix.tolist() == [
-        *enc.query[0],
-        *scorer.prompts.eos,
-        *enc.response[0],
-        *scorer.prompts.eos,
-    ]
-    assert prefix[-len(scorer.prompts.mid[True]) - 5 :][:5].tolist() == enc.demo[1][-5:].tolist()
+    ids = sequence(scorer.prompts, enc, 0, enc, 1)
+    assert len(ids) == scorer.prompts.max_length
+    tail = [*scorer.prompts.eos, *enc.response[0], *scorer.prompts.eos]
+    assert ids[-len(tail) :].tolist() == tail
     want = reference_distance(reference(scorer, enc, 0, enc, 1), "d")
     assert scorer.pairs(enc, enc, [0, 1], [1, 0])[0] == pytest.approx(want, abs=1e-5)
 
@@ -297,7 +300,7 @@ def test_prefix_sharing_equals_unshared_scoring(lm, distance, max_length, batchi
     enc = scorers[0].encode(XS, YS)
     perm = np.random.default_rng(max_length).permutation(len(SHARING_PAIRS[0]))
     i, j = (a[perm] for a in SHARING_PAIRS)
-    whole = scorers[0]._whole(enc, i, enc, j)
+    whole = ~scorers[0].prompts.pair_prompts(enc, i, enc, j)[1]
     assert whole.all() if max_length == 256 else whole.any() and not whole.all()
     shared, unshared = shared_and_unshared(scorers, enc, enc, i, j)
     np.testing.assert_allclose(shared, unshared, rtol=0, atol=1e-5)
@@ -309,7 +312,7 @@ def test_prefix_sharing_with_demonstrations_from_another_set(lm, max_length):
     targets = scorers[0].encode(XS, YS)
     demos = scorers[0].encode([*OTHER_XS, XS[4]], [*OTHER_YS, YS[4]])  # 2: a long one, cut at 96
     i, j = (a.ravel() for a in np.meshgrid(np.arange(len(XS)), [2, 0, 1]))
-    whole = scorers[0]._whole(targets, i, demos, j)
+    whole = ~scorers[0].prompts.pair_prompts(targets, i, demos, j)[1]
     assert whole.all() if max_length == 256 else whole.any() and not whole.all()
     shared, unshared = shared_and_unshared(scorers, targets, demos, i, j)
     np.testing.assert_allclose(shared, unshared, rtol=0, atol=1e-5)
@@ -336,10 +339,10 @@ def test_prefix_sharing_with_absolute_position_embeddings(lm):
     gpt2 = (model, tok)
     scorer = scorer_for(gpt2, max_length=96)
     enc = scorer.encode(XS, YS)
-    fit(model, [np.concatenate(scorer.prompts.sequence(enc, a, enc, a)) for a in range(6)], 20)
+    fit(model, [sequence(scorer.prompts, enc, a, enc, a) for a in range(6)], 20)
     scorers = [scorer_for(gpt2, "d", (300, 3), 96, sharing) for sharing in (True, False)]
     i, j = SHARING_PAIRS
-    assert not scorers[0]._whole(enc, i, enc, j).all()
+    assert scorers[0].prompts.pair_prompts(enc, i, enc, j)[1].any()  # some demos are cut
     shared, unshared = shared_and_unshared(scorers, enc, enc, i, j)
     np.testing.assert_allclose(shared, unshared, rtol=0, atol=1e-5)
     want = [reference_distance(reference(scorers[0], enc, a, enc, b), "d") for a, b in zip(i, j)]
@@ -347,21 +350,27 @@ def test_prefix_sharing_with_absolute_position_embeddings(lm):
 
 
 def test_prefix_sharing_feeds_each_prefix_to_the_model_once(lm):
-    scorer = scorer_for(lm, batching=(300, 3))
+    model, tok = lm
+    scoring = ScoringConfig(packed_row_tokens=100_000)  # one packed row holds every pair
+    scorer = UtilityModel(model, tok, TemplatesConfig(), scoring, 256)
     enc = scorer.encode(XS, YS)
     i, j = SHARING_PAIRS
-    fed = []  # real (unpadded) tokens of each forward pass's input
+    fed = []  # tokens of each forward pass's input
 
     def count(module, args, kwargs):
-        width = kwargs["input_ids"].shape[1]
-        fed.append(int(kwargs["attention_mask"][:, -width:].sum()))
+        fed.append(int(kwargs["input_ids"].numel()))
 
     hook = scorer.model.register_forward_pre_hook(count, with_kwargs=True)
     try:
         scorer.pairs(enc, enc, i, j)
     finally:
         hook.remove()
-    pieces = [scorer.prompts.sequence(enc, a, enc, b) for a, b in zip(i, j)]
-    prefixes = {b: len(prefix) for b, (prefix, _) in zip(j, pieces)}
-    assert len(prefixes) == 6 and len(fed) > 2
-    assert sum(fed) == sum(prefixes.values()) + sum(len(suffix) for _, suffix in pieces)
+    want = 0  # per demonstration: its pairs' longest common prefix once, then what differs
+    for b in np.unique(j):
+        seqs = [sequence(scorer.prompts, enc, a, enc, b) for a in i[j == b]]
+        common = 0
+        while all(len(q) > common and q[common] == seqs[0][common] for q in seqs):
+            common += 1
+        want += common + sum(len(q) - common for q in seqs)
+    assert fed == [want]
+    assert want < sum(len(sequence(scorer.prompts, enc, a, enc, b)) for a, b in zip(i, j)) * 0.6

@@ -266,12 +266,12 @@ def test_template_literals_are_one_token_and_every_word_stays_letters():
     for lit in literals:
         assert len(tok(lit, add_special_tokens=False)["input_ids"]) == 1
     prompts = Prompts(tok, TemplatesConfig(), 512)
-    assert len(prompts.head[1]) == 1 and [len(m) for m in prompts.mid] == [1, 1]
     x = DataConfig().prompt_template.format(instruction=KINDS["reverse"].phrasings[1], input="kabo")
     enc = prompts.encode([x], [" obak"])
-    query = enc.query[0].tolist()  # "\nInstruction: " + phrasing letters + "\nInput: " + ...
-    assert len(query) == 1 + 1 + len(KINDS["reverse"].phrasings[1]) + 1 + 4 + 2
-    assert tok.decode(query) == "\n" + x + "\n" and len(enc.response[0]) == 5
+    plain = enc.plain[0].tolist()  # literal, " ", "Instruction:", phrasing letters, ... "\n"
+    assert tok.decode(plain) == TemplatesConfig().plain.format(query=x)
+    assert len(plain) == 1 + 1 + 1 + len(KINDS["reverse"].phrasings[1]) + 1 + 4 + 2
+    assert len(enc.response[0]) == 5
 
 
 def test_packed_scale_is_deterministic_on_two_threads(tmp_path):

@@ -242,7 +242,7 @@ def test_drop_unscorable_returns_the_encoding_of_the_rows_it_keeps(files, tiny_m
     kept, enc = drop_unscorable(prompts, pool)
     assert len(kept.examples) == len(records) - 1 and "response" in kept.rejects[-1].reason
     fresh = prompts.encode(kept.xs, kept.ys)
-    for name in ("plain_query", "query", "demo", "response"):
+    for name in ("xs", "ys", "plain", "response", "query_len", "demo_len"):
         got, want = getattr(enc, name), getattr(fresh, name)
         assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
