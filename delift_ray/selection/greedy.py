@@ -6,7 +6,6 @@ so naive and lazy greedy return identical picks and gains.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,12 +14,9 @@ import numpy as np
 
 from delift_ray.errors import DeliftError
 from delift_ray.progress import ProgressFn
-from delift_ray.selection.objectives import Objective, State
+from delift_ray.selection.objectives import Objective, State, column_gain, compiled, cover
 
-# Stale candidates re-evaluated per vectorised call. At n = 100k (64 nonzeros a column, budget
-# 30%), paired with the one-at-a-time version in one run: 9.2-9.5 s against 10.3-11.2 s, for
-# twice the evaluations (benchmarks/RESULTS.md, "Lazy greedy's growth with n").
-LAZY_BATCH = 64
+PROGRESS_CALLS = 100  # lazy greedy leaves its compiled loop this many times to report progress
 
 
 @dataclass
@@ -64,8 +60,8 @@ def finish_selection(
     obj: Objective,
     state: State,
     ground: np.ndarray,
-    picks: list[int],
-    gains: list[float],
+    picks: list[int] | np.ndarray,
+    gains: list[float] | np.ndarray,
     optimizer: str,
     evaluations: int,
 ) -> Selection:
@@ -121,59 +117,91 @@ def lazy_greedy(
     budget: int,
     candidates: Sequence[int] | np.ndarray | None = None,
     progress: ProgressFn | None = None,
-    batch: int = LAZY_BATCH,
 ) -> Selection:
-    """Lazy greedy (Minoux 1978): a max-heap of stale gains, which only ever shrink; stale heap
-    tops are re-evaluated `batch` at a time in one vectorised call."""
+    """Lazy greedy (Minoux 1978): a max-heap of stale gains, which only ever shrink; a stale
+    top is re-evaluated in place, and a fresh top is picked. The loop is compiled (numba)."""
     ground = _ground_set(obj, budget, candidates)
     state = obj.new_state()
-    first = obj.gains(state, ground)
-    evaluations = len(ground)
-    heap = list(zip((-first).tolist(), ground.tolist(), strict=True))
-    heapq.heapify(heap)
-    fresh_at = np.full(obj.n_candidates, -1, dtype=np.int64)  # step at which a bound is exact
-    fresh_at[ground] = 0
-    picks: list[int] = []
-    gains: list[float] = []
-    for step in range(budget):
-        # The heap orders by (-gain, index). A fresh top is the exact argmax with the tie rule:
-        # every other candidate's gain is <= its stale bound, which sorts at or below the top.
-        while fresh_at[heap[0][1]] != step:
-            evaluations += _refresh_top(obj, state, heap, fresh_at, step, batch)
-        neg_gain, j = heapq.heappop(heap)
-        obj.add(state, j)
-        picks.append(j)
-        gains.append(-neg_gain)
+    keys = obj.gains(state, ground)  # the heap: gains, their candidates, the step they are for
+    ids = ground.copy()
+    stamps = np.zeros(len(ground), dtype=np.int64)
+    _heapify(keys, ids, stamps)
+    picks = np.empty(budget, dtype=np.int64)
+    gains = np.empty(budget, dtype=np.float64)
+    size, evaluations = len(ground), len(ground)
+    chunk = max(1, budget // PROGRESS_CALLS)
+    for start in range(0, budget, chunk):
+        stop = min(start + chunk, budget)
+        size, done = _lazy_steps(
+            *obj.arrays, state.c, keys, ids, stamps, size, start, stop, picks, gains
+        )
+        evaluations += done
         if progress is not None:
-            progress(step + 1, budget)
+            progress(stop, budget)
     return finish_selection(obj, state, ground, picks, gains, "lazy", evaluations)
 
 
-def _refresh_top(
-    obj: Objective,
-    state: State,
-    heap: list[tuple[float, int]],
-    fresh_at: np.ndarray,
-    step: int,
-    batch: int,
-) -> int:
-    """Pop up to `batch` stale heap tops, push them back with exact gains; returns how many."""
-    stale: list[int] = []
-    fresh: list[tuple[float, int]] = []
-    while heap and len(stale) < batch:
-        entry = heapq.heappop(heap)
-        if fresh_at[entry[1]] == step:
-            fresh.append(entry)
-        else:
-            stale.append(entry[1])
-    js = np.asarray(stale, dtype=np.int64)
-    exact = obj.gains(state, js)  # bit-identical to one gain() per candidate
-    fresh_at[js] = step
-    for entry in fresh:
-        heapq.heappush(heap, entry)
-    for neg_gain, j in zip((-exact).tolist(), stale, strict=True):
-        heapq.heappush(heap, (neg_gain, j))
-    return len(stale)
+@compiled
+def _above(keys: np.ndarray, ids: np.ndarray, a: int, b: int) -> bool:
+    """Heap order: the larger gain first, and among equal gains the smaller candidate index."""
+    return keys[a] > keys[b] or (keys[a] == keys[b] and ids[a] < ids[b])
+
+
+@compiled
+def _sift_down(keys: np.ndarray, ids: np.ndarray, stamps: np.ndarray, pos: int, size: int) -> None:
+    """Move the entry at pos down until neither child sorts above it."""
+    while True:
+        best, left = pos, 2 * pos + 1
+        if left < size and _above(keys, ids, left, best):
+            best = left
+        if left + 1 < size and _above(keys, ids, left + 1, best):
+            best = left + 1
+        if best == pos:
+            return
+        keys[pos], keys[best] = keys[best], keys[pos]
+        ids[pos], ids[best] = ids[best], ids[pos]
+        stamps[pos], stamps[best] = stamps[best], stamps[pos]
+        pos = best
+
+
+@compiled
+def _heapify(keys: np.ndarray, ids: np.ndarray, stamps: np.ndarray) -> None:
+    """Arrange the three parallel arrays as a binary max-heap in _above's order."""
+    for pos in range(len(keys) // 2 - 1, -1, -1):
+        _sift_down(keys, ids, stamps, pos, len(keys))
+
+
+@compiled
+def _lazy_steps(
+    indptr: np.ndarray,
+    rows: np.ndarray,
+    data: np.ndarray,
+    c: np.ndarray,
+    keys: np.ndarray,
+    ids: np.ndarray,
+    stamps: np.ndarray,
+    size: int,
+    start: int,
+    stop: int,
+    picks: np.ndarray,
+    gains: np.ndarray,
+) -> tuple[int, int]:
+    """Greedy steps start..stop-1 on the heap; returns its new size and the gains evaluated."""
+    evaluations = 0
+    for step in range(start, stop):
+        # A fresh top is the exact argmax with the tie rule: every other candidate's gain is
+        # <= its stale key, which sorts at or below the top.
+        while stamps[0] != step:
+            keys[0] = column_gain(indptr, rows, data, c, ids[0])
+            stamps[0] = step
+            evaluations += 1
+            _sift_down(keys, ids, stamps, 0, size)
+        picks[step], gains[step] = ids[0], keys[0]
+        cover(indptr, rows, data, c, ids[0])
+        size -= 1
+        keys[0], ids[0], stamps[0] = keys[size], ids[size], stamps[size]
+        _sift_down(keys, ids, stamps, 0, size)
+    return size, evaluations
 
 
 def stochastic_greedy(

@@ -11,21 +11,67 @@ All three are one function: facility location on the row-capped kernel min(K[i, 
 whose running max starts at floor_i, minus sum(floor_i). FL has cap = inf, floor = 0; FLMI has
 cap = eta * q (min(max(c, K), cap) = max(min(c, cap), min(K, cap))); FLCG has floor = nu * p
 (max(c - t, 0) = max(c, t) - t).
+
+Gains and coverage updates are numba-compiled loops over a column's stored entries (summed in
+storage order); greedy.py's compiled lazy loop calls the same ones, so every optimizer sees
+bit-identical gains.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 from delift_ray.errors import DeliftError
 
 Kernel: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
-_FIRST = np.zeros(1, dtype=np.intp)  # reduceat over one whole segment, as in the batched path
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def compiled(fn: F) -> F:
+    """numba's njit, its machine code cached on disk where numba finds a writable place."""
+    try:
+        # numba tries NUMBA_CACHE_DIR, then __pycache__ next to the module, then the user's
+        # cache directory (~/.cache/numba); it raises RuntimeError when none is writable.
+        return numba.njit(cache=True)(fn)  # type: ignore[return-value]
+    except RuntimeError:  # a read-only install and home: compile in every process instead
+        return numba.njit(fn)  # type: ignore[return-value]
+
+
+@compiled
+def column_gain(
+    indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, c: np.ndarray, j: int
+) -> float:
+    """sum_i max(K[i, j] - c_i, 0) over column j's stored entries, in storage order."""
+    total = 0.0
+    for p in range(indptr[j], indptr[j + 1]):
+        term = data[p] - c[rows[p]]
+        if term > 0.0:
+            total += term
+    return total
+
+
+@compiled
+def _column_gains(
+    indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, c: np.ndarray, js: np.ndarray
+) -> np.ndarray:
+    out = np.empty(len(js), dtype=np.float64)
+    for k in range(len(js)):
+        out[k] = column_gain(indptr, rows, data, c, js[k])
+    return out
+
+
+@compiled
+def cover(indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, c: np.ndarray, j: int) -> None:
+    """c_i = max(c_i, K[i, j]) over column j's stored entries, in place."""
+    for p in range(indptr[j], indptr[j + 1]):
+        if data[p] > c[rows[p]]:
+            c[rows[p]] = data[p]
 
 
 @dataclass
@@ -69,10 +115,10 @@ def _row_max(M: Kernel, n_rows: int, name: str) -> np.ndarray:
     return np.asarray(C.max(axis=1).toarray(), dtype=np.float64).reshape(-1)
 
 
-def _segment_positions(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of the concatenated segments [start, start + length) and each one's offset."""
+def _segment_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Flat positions of the concatenated segments [start, start + length)."""
     offsets = np.cumsum(lengths) - lengths
-    return np.arange(int(lengths.sum())) + np.repeat(starts - offsets, lengths), offsets
+    return np.arange(int(lengths.sum())) + np.repeat(starts - offsets, lengths)
 
 
 def _check_scale(value: float, name: str) -> float:
@@ -111,6 +157,11 @@ class Objective:
         return self._floor
 
     @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The capped kernel as CSC (indptr int64, row indices, data float64); do not modify."""
+        return self._indptr, self._rows, self._data
+
+    @property
     def nnz(self) -> int:
         """Stored kernel entries."""
         return len(self._data)
@@ -125,7 +176,7 @@ class Objective:
         js = np.asarray(js, dtype=np.int64).reshape(-1)
         starts = self._indptr[js]
         lengths = self._indptr[js + 1] - starts
-        pos, _ = _segment_positions(starts, lengths)
+        pos = _segment_positions(starts, lengths)
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(self._rows.dtype)
         shape = (self.n_rows, len(js))
         return sp.csc_array((self._data[pos], self._rows[pos], indptr), shape=shape)
@@ -137,30 +188,19 @@ class Objective:
     def gains(self, state: State, js: np.ndarray | Sequence[int]) -> np.ndarray:
         """Marginal gain of each candidate in js; bit-identical whether js holds one or many."""
         js = np.asarray(js, dtype=np.int64).reshape(-1)
-        starts = self._indptr[js]
-        lengths = self._indptr[js + 1] - starts
-        out = np.zeros(len(js), dtype=np.float64)
-        nonempty = lengths > 0
-        if not nonempty.any():
-            return out
-        pos, segments = _segment_positions(starts[nonempty], lengths[nonempty])
-        terms = np.maximum(self._data[pos] - state.c[self._rows[pos]], 0.0)
-        out[nonempty] = np.add.reduceat(terms, segments)  # each column summed alone, as in gain()
-        return out
+        if js.size and (js.min() < 0 or js.max() >= self.n_candidates):
+            raise DeliftError(f"candidate indices must lie in [0, {self.n_candidates})")
+        return _column_gains(self._indptr, self._rows, self._data, state.c, js)  # type: ignore[return-value]
 
     def gain(self, state: State, j: int) -> float:
-        """Marginal gain of one candidate: the same arithmetic as gains(), without batching."""
-        lo, hi = self._indptr[j], self._indptr[j + 1]
-        if lo == hi:
-            return 0.0
-        terms = np.maximum(self._data[lo:hi] - state.c[self._rows[lo:hi]], 0.0)
-        return float(np.add.reduceat(terms, _FIRST)[0])
+        """Marginal gain of one candidate: the same arithmetic as gains()."""
+        return float(self.gains(state, [j])[0])
 
     def add(self, state: State, j: int) -> None:
         """Add candidate j to the selection held by state, in place."""
-        lo, hi = self._indptr[j], self._indptr[j + 1]
-        rows = self._rows[lo:hi]
-        state.c[rows] = np.maximum(state.c[rows], self._data[lo:hi])
+        if not 0 <= j < self.n_candidates:
+            raise DeliftError(f"candidate index must lie in [0, {self.n_candidates}), got {j}")
+        cover(self._indptr, self._rows, self._data, state.c, j)
 
     def value(self, state: State) -> float:
         """f of the selection held by state."""
