@@ -196,7 +196,7 @@ def embed(
 def plan(setup: Preparation, sets: dict[str, TextSet], pairs: dict[str, Any]) -> Plan:
     """Compare the needed pairs with the store: what is missing, and what was corrupt."""
     job = setup.job
-    log.info("scoring pairs with %s", setup.sharing)
+    log.info("scoring path: %s", setup.sharing)
     plain_scan = BlockStore(job.store_uri, job.store_key, "plain").scan()
     pair_scan = BlockStore(job.store_uri, job.store_key, "pairs").scan()
     d0 = d0_by_index(plain_scan.table, sets[POOL].ids)
