@@ -27,7 +27,7 @@ trap 'rm -f "$pins" requirements/lock.txt.new requirements/lock-cuda.txt.new' EX
 .venv/bin/python -m pip freeze --exclude-editable | grep -v '^#' | sed 's/+cpu$//' >"$pins"
 
 resolve() {
-  uv pip compile pyproject.toml --extra train --extra dev --constraint "$pins" \
+  uv pip compile pyproject.toml --extra train --extra scale --extra dev --constraint "$pins" \
     --generate-hashes --python-version 3.11 --no-header --quiet "$@" |
     grep -v -F -e "#   -c $pins"  # the annotation naming the temporary constraints file
 }
