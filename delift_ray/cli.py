@@ -272,8 +272,10 @@ def _select_summary(result: RunOutputs) -> list[str]:
     total = sum(m["timings_s"].values())
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
     lines.append(f"time {total:.1f}s ({phases})")
-    lines.append(f"outputs in {result.directory}/:")
-    lines += [f"  {p.name}" for p in result.files.values()]
+    from delift_ray import storage
+
+    lines.append(f"outputs in {storage.display(result.directory)}/:")
+    lines += [f"  {storage.name(p)}" for p in result.files.values()]
     return lines
 
 
