@@ -1,0 +1,104 @@
+"""Every path on a real S3-compatible server (moto_server on 127.0.0.1): select, refresh and
+train read their inputs from it and commit their outputs to it all or nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from delift_ray import storage
+from delift_ray.cli import main
+from delift_ray.commit import POINTER, committed_dir
+from delift_ray.config import DataConfig, TrainConfig, load_config
+from delift_ray.errors import DeliftError
+from delift_ray.finetune.driver import subset_path
+from delift_ray.workflows import outputs
+from delift_ray.workflows.select import run_select
+from tests.conftest import WORD_TASKS, WORDS
+
+
+def put_pool(s3, words):
+    """A JSONL pool of two word tasks x `words` on the server; returns its URI."""
+    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in WORD_TASKS for w in words]
+    uri = s3.fresh_uri("pool").replace("?", ".jsonl?", 1)
+    storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return uri
+
+
+def picks(directory):
+    return storage.read_table(storage.join(directory, "selection.parquet"))["id"].to_pylist()
+
+
+def test_select_on_s3_commits_all_or_nothing_and_reruns_from_the_store(
+    s3_server, tiny_model_dir, monkeypatch
+):
+    s3 = s3_server
+    pool, target, out = put_pool(s3, WORDS[:5]), put_pool(s3, WORDS[8:9]), s3.fresh_uri()
+    settings = [
+        f"data.path={pool}",
+        f"target.path={target}",
+        "stage=task",
+        f"model.path={tiny_model_dir}",
+        f"output_dir={out}",
+        "budget=3",
+        "scoring.executor=local",
+    ]
+    first = run_select(load_config(None, settings))
+    committed = committed_dir(out)
+    assert first.directory == committed and committed.startswith(out.split("?")[0] + "/runs/")
+    assert first.manifest["kernel"]["pairs_scored"] == 10 * 10 + 2 * 10  # pool x pool, target
+    files = s3.keys(out)
+    assert POINTER in files and any(k.startswith("store/") for k in files)  # the store is on S3
+    attempt = storage.name(committed)
+    assert {f"runs/{attempt}/{n}" for n in first.manifest["files"].values()} <= set(files)
+    assert len(picks(committed)) == 3
+
+    second = run_select(load_config(None, settings))  # a re-run: every pair from the store
+    assert second.manifest["kernel"]["pairs_scored"] == 0
+    assert picks(committed_dir(out)) == picks(committed)
+    pointer = s3.get(storage.join(out, POINTER))
+
+    # A run killed while writing its outputs (here: the subset write dies and, as after a kill,
+    # nothing cleans up): its files stay where no reader looks; latest still names the last.
+    def dies(pool_set, ids, path):
+        storage.write_bytes(path, b'{"partial": ')
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(outputs, "write_subset", dies)
+    monkeypatch.setattr("delift_ray.commit.Staging.abandon", lambda self: None)
+    with pytest.raises(DeliftError, match=r"^output: cannot write to s3://\S+: connection reset"):
+        run_select(load_config(None, [*settings, "seed=1"]))
+    assert s3.get(storage.join(out, POINTER)) == pointer
+    attempts = {k.split("/")[1] for k in s3.keys(out) if k.startswith("runs/")} - {""}
+    assert len(attempts) == 3  # the killed attempt's prefix is there, uncommitted
+    subset = subset_path(TrainConfig(subset=out), DataConfig(path=pool))
+    assert subset == storage.join(committed_dir(out), "subset.jsonl")
+    assert storage.read_text(subset).count("\n") == 3
+
+
+def test_object_store_errors_are_one_line(s3_server, tiny_model_dir, capsys):
+    s3 = s3_server
+    pool = put_pool(s3, WORDS[:2])
+    base = ["--config", "pipelines/configs/instruction.yaml", "--set", "method=random"]
+
+    def run(*sets):
+        code = main(["select", *base, *(a for s in sets for a in ("--set", s))])
+        return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+    missing = s3.uri("run", bucket="no-such-bucket")
+    code, line = run(f"data.path={pool}", f"output_dir={missing}")
+    assert code == 1
+    assert line.startswith("delift-ray: error: output: cannot write to s3://no-such-bucket/run: ")
+    assert "Bucket 'no-such-bucket' not found" in line
+    code, line = run(f"data.path={s3.uri('pool.jsonl', bucket='no-such-bucket')}")
+    assert (code, line) == (
+        1,
+        "delift-ray: error: data: path not found: s3://no-such-bucket/pool.jsonl",
+    )
+    code, line = run(f"data.path={pool}", f"store.uri=s3:///store{s3.query}")
+    assert code == 2
+    assert line == (
+        "delift-ray: error: config: store.uri 's3:///store' is not usable: "
+        "Missing bucket name in S3 URI"
+    )
