@@ -204,9 +204,9 @@ def run_compare(cfg: Config) -> CompareResult:
         raise ConfigError("config: compare needs model.path (the model to fine-tune)")
     if cfg.eval.test is None:
         raise ConfigError("config: compare needs eval.test.path (the held-out test set)")
-    cfg = absolute_paths(cfg)
     if storage.is_uri(cfg.output_dir):
         raise ConfigError("config: compare writes to a local output_dir (its inputs may be URIs)")
+    cfg = absolute_paths(cfg)
     root = Path(prepare_output_dir(cfg.output_dir))
     arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
     runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.fs as pafs
 import pytest
 
 from delift_ray import storage
 from delift_ray.cli import main
 from delift_ray.commit import POINTER, committed_dir
-from delift_ray.config import DataConfig, TrainConfig, load_config
+from delift_ray.config import DataConfig, ModelConfig, TrainConfig, load_config
 from delift_ray.errors import DeliftError
-from delift_ray.finetune.driver import subset_path
+from delift_ray.finetune.driver import run_train, subset_path
+from delift_ray.models.load import fingerprint
 from delift_ray.workflows import outputs
+from delift_ray.workflows.refresh import run_refresh
 from delift_ray.workflows.select import run_select
 from tests.conftest import WORD_TASKS, WORDS
 
@@ -102,3 +105,45 @@ def test_object_store_errors_are_one_line(s3_server, tiny_model_dir, capsys):
         "delift-ray: error: config: store.uri 's3:///store' is not usable: "
         "Missing bucket name in S3 URI"
     )
+
+
+def write_pool(uri, words):
+    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in WORD_TASKS for w in words]
+    storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def test_refresh_then_train_with_every_path_on_s3(s3_server, tiny_model_dir, ray_local, tmp_path):
+    s3 = s3_server
+    pool = s3.fresh_uri("pool").replace("?", ".jsonl?", 1)
+    root = s3.fresh_uri("refresh")
+    refresh = [f"data.path={pool}", f"model.path={tiny_model_dir}", f"refresh.root={root}"]
+    refresh += ["budget=0.5", "scoring.executor=local"]
+    write_pool(pool, WORDS[:4])  # 8 rows
+    first = run_refresh(load_config(None, refresh))
+    assert first.manifest["kernel"]["pairs_scored"] == 8 * 8
+    write_pool(pool, WORDS[:5])  # +2 rows
+    second = run_refresh(load_config(None, refresh))
+    assert second.manifest["kernel"]["pairs_scored"] == 10 * 10 - 8 * 8  # only the new pairs
+    assert second.manifest["refresh"]["previous_run"] == storage.display(root) + "/run-0001"
+    assert json.loads(s3.get(storage.join(root, POINTER)))["run"] == "run-0002"
+    assert any(k.startswith("store/") for k in s3.keys(root))  # the shared store, on S3
+
+    # Fine-tune on that selection (its committed subset), Ray Train's storage and the model on S3.
+    out = s3.fresh_uri("train")
+    train = [f"data.path={pool}", f"model.path={tiny_model_dir}", f"output_dir={out}"]
+    train += [f"train.subset={storage.join(root, 'run-0002')}", "train.batch_size=4"]
+    result = run_train(load_config(None, [*train, "train.max_length=64"]))
+    m = result.manifest
+    assert m["subset"] == storage.join(
+        committed_dir(storage.join(root, "run-0002")), "subset.jsonl"
+    )
+    assert m["rows"] == 5
+    keys = s3.keys(out)
+    assert "train_manifest.json" in keys and f"model/{POINTER}" in keys
+    assert any(k.startswith(f"train/{m['run_name']}/checkpoint_") for k in keys)
+    local = tmp_path / "model"
+    local.mkdir()
+    fs, model_at = storage.resolve(committed_dir(result.model_dir))
+    pafs.copy_files(model_at, str(local), source_filesystem=fs)
+    assert fingerprint(ModelConfig(path=str(local))) == m["model_fingerprint"]
+    assert json.loads(s3.get(storage.join(out, "train_manifest.json")))["rows"] == 5
