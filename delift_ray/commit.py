@@ -5,7 +5,8 @@ renamed into place once every write succeeded (today's layout: the files sit in 
 An object store has no rename, so there each attempt writes under a prefix of its own,
 ``<output_dir>/runs/<time>-<id>/``, and then a small pointer, ``<output_dir>/latest.json``, is
 written last (one PUT: whole or absent). Readers go through `committed_dir`, which trusts only
-the pointer, so a killed or failed attempt leaves nothing a reader would take.
+the pointer, so a killed or failed attempt leaves nothing a reader would take; the next commit
+removes every attempt but itself and the one it replaced.
 """
 
 from __future__ import annotations
@@ -52,12 +53,23 @@ class Staging:
     def commit(self) -> None:
         """Make every file visible: rename them into place, or write the pointer last."""
         if not self.local:
+            previous = pointed(self.output_dir)
             point(self.output_dir, self.attempt)
+            self._prune(keep={self.attempt, previous})
             return
         for name, tmp in self._temps.items():
             fsync_file(tmp)
             os.replace(tmp, self.location(name))
         fsync_dir(self.output_dir)
+
+    def _prune(self, keep: set[str | None]) -> None:
+        """Remove the attempts that are neither the new one nor the one it replaces (a reader
+        may still be reading that one): failed, killed and older ones (best effort)."""
+        attempts = storage.join(self.output_dir, ATTEMPTS)
+        for name in storage.names(attempts):
+            if f"{ATTEMPTS}/{name}" not in keep:
+                with contextlib.suppress(OSError):
+                    storage.delete(storage.join(attempts, name))
 
     def abandon(self) -> None:
         """Remove what this attempt wrote (best effort: readers ignore it anyway)."""

@@ -100,7 +100,8 @@ class ModelConfig(Section):
     max_length: int | None = None
 
     def validate(self, key: str) -> None:
-        """A context limit, if given, of at least 8 tokens."""
+        """A context limit, if given, of at least 8 tokens; a URI path names a filesystem."""
+        check_paths(self, key, ("path",))
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
 
@@ -286,6 +287,7 @@ class EvalConfig(ActorPoolConfig):
     def validate(self, key: str) -> None:
         """Token and batch counts >= 1, the actor pool, and the test set if given."""
         check_at_least(self, key, ("max_new_tokens", "batch_size"), 1)
+        check_paths(self, key, ("model_path",))
         super().validate(key)
         if self.test is not None:
             self.test.validate(f"{key}.test")

@@ -157,7 +157,10 @@ def eval_config(train: Config) -> Config:
 def absolute_paths(cfg: Config) -> Config:
     """cfg with model.path and output_dir absolute: Ray Train workers run in a directory of their
     own, where a relative path would name nothing."""
-    model = dataclasses.replace(cfg.model, path=str(Path(cfg.model.path).absolute()))
+    path = cfg.model.path
+    model = dataclasses.replace(
+        cfg.model, path=path if storage.is_uri(path) else str(Path(path).absolute())
+    )
     return dataclasses.replace(cfg, model=model, output_dir=str(Path(cfg.output_dir).absolute()))
 
 

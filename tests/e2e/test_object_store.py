@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.fs as pafs
 import pytest
 
 from delift_ray import storage
 from delift_ray.cli import main
 from delift_ray.commit import POINTER, committed_dir
-from delift_ray.config import DataConfig, ModelConfig, TrainConfig, load_config
+from delift_ray.config import DataConfig, TrainConfig, load_config
 from delift_ray.errors import DeliftError
 from delift_ray.finetune.driver import run_train, subset_path
-from delift_ray.models.load import fingerprint
+from delift_ray.finetune.evaluate import run_eval
 from delift_ray.workflows import outputs
 from delift_ray.workflows.refresh import run_refresh
 from delift_ray.workflows.select import run_select
@@ -79,6 +78,16 @@ def test_select_on_s3_commits_all_or_nothing_and_reruns_from_the_store(
     assert subset == storage.join(committed_dir(out), "subset.jsonl")
     assert storage.read_text(subset).count("\n") == 3
 
+    monkeypatch.undo()  # the next commit removes the killed attempt and all but the last two
+    third = run_select(load_config(None, [*settings, "seed=1"]))
+    kept = {k.split("/")[1] for k in s3.keys(out) if k.startswith("runs/")} - {""}
+    assert kept == {storage.name(committed_dir(out)), attempt_of(pointer)}
+    assert third.directory == committed_dir(out)
+
+
+def attempt_of(pointer):
+    return json.loads(pointer)["run"].split("/")[1]
+
 
 def test_object_store_errors_are_one_line(s3_server, tiny_model_dir, capsys):
     s3 = s3_server
@@ -112,7 +121,9 @@ def write_pool(uri, words):
     storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
-def test_refresh_then_train_with_every_path_on_s3(s3_server, tiny_model_dir, ray_local, tmp_path):
+def test_refresh_train_and_eval_with_every_path_on_s3(
+    s3_server, tiny_model_dir, ray_local, tmp_path, monkeypatch
+):
     s3 = s3_server
     pool = s3.fresh_uri("pool").replace("?", ".jsonl?", 1)
     root = s3.fresh_uri("refresh")
@@ -141,9 +152,27 @@ def test_refresh_then_train_with_every_path_on_s3(s3_server, tiny_model_dir, ray
     keys = s3.keys(out)
     assert "train_manifest.json" in keys and f"model/{POINTER}" in keys
     assert any(k.startswith(f"train/{m['run_name']}/checkpoint_") for k in keys)
-    local = tmp_path / "model"
-    local.mkdir()
-    fs, model_at = storage.resolve(committed_dir(result.model_dir))
-    pafs.copy_files(model_at, str(local), source_filesystem=fs)
-    assert fingerprint(ModelConfig(path=str(local))) == m["model_fingerprint"]
     assert json.loads(s3.get(storage.join(out, "train_manifest.json")))["rows"] == 5
+
+    # Evaluate the exported model straight from S3 (fetched once into the local cache) on a test
+    # set on S3, the results written to S3.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    test = s3.fresh_uri("test").replace("?", ".jsonl?", 1)
+    write_pool(test, WORDS[9:10])  # 2 rows, held out from the pool
+    evaluated = run_eval(
+        load_config(
+            None,
+            [
+                *train[:2],
+                f"output_dir={storage.join(out, 'eval')}",
+                f"eval.test.path={test}",
+                f"eval.model_path={result.model_dir}",
+                "eval.executor=local",
+                "eval.max_new_tokens=4",
+            ],
+        )
+    )
+    assert evaluated.summary["rows"] == 2
+    assert evaluated.summary["model_fingerprint"] == m["model_fingerprint"]  # the same weights
+    assert json.loads(s3.get(storage.join(out, "eval/eval.json")))["rows"] == 2
+    assert len(list((tmp_path / "cache" / "delift-ray" / "models").iterdir())) == 1
