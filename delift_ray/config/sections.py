@@ -132,13 +132,21 @@ class PairsConfig(Section):
     embedder: Literal["sentence", "self"] = "sentence"
     search_on_ray_from_rows: int = 50_000
     random_k: int = 0
+    ann_from_rows: int = 200_000  # candidate sets this large get faiss HNSW, smaller ones exact
+    ann_m: int = 32  # HNSW graph degree
+    ann_ef_construction: int = 64
+    ann_ef_search: int = 128  # HNSW search beam: higher = better recall, slower
+    recall_sample: int = 1000  # targets whose exact top-k measures the approximate recall@k
 
     def validate(self, key: str) -> None:
-        """k >= 1 neighbours, random_k >= 0 extra candidates."""
+        """k >= 1 neighbours, random_k >= 0 extra candidates, positive HNSW settings."""
         if self.random_k < 0:
             raise ConfigError(f"config: {key}.random_k must be >= 0, got {self.random_k}")
         if self.k < 1:
             raise ConfigError(f"config: {key}.k must be >= 1, got {self.k}")
+        ann = ("ann_from_rows", "ann_ef_construction", "ann_ef_search", "recall_sample")
+        check_at_least(self, key, ann, 1)
+        check_at_least(self, key, ("ann_m",), 2)
 
 
 @dataclass

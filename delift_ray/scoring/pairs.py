@@ -12,6 +12,8 @@ import numpy as np
 from delift_ray.errors import ConfigError
 from delift_ray.map_fn import MapFn, local_map
 
+SIMS_PER_BLOCK = 1 << 25  # one block's similarity matrix: 128 MB of float32 (and its negation)
+
 
 def dense_pairs(n_targets: int, n_demos: int) -> tuple[np.ndarray, np.ndarray]:
     """Every pair (i, j), grouped by demonstration j."""
@@ -23,17 +25,17 @@ def top_k_neighbours(
     queries: np.ndarray,
     candidates: np.ndarray,
     k: int,
-    exclude_self_offset: int | None = None,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact top-k candidates by cosine (rows are unit vectors), shape (len(queries), k).
 
-    With `exclude_self_offset`, query row r is candidate r + offset and never its own neighbour.
-    Neighbours come most similar first; the result is deterministic for the same inputs.
+    With `exclude`, query row r never has candidate exclude[r] (itself) as a neighbour.
+    Neighbours come most similar first, equal similarities by lower candidate index; the result
+    is deterministic for the same inputs.
     """
     sims = np.asarray(queries, np.float32) @ np.asarray(candidates, np.float32).T
-    if exclude_self_offset is not None:
-        rows = np.arange(len(queries))
-        sims[rows, rows + exclude_self_offset] = -np.inf
+    if exclude is not None:
+        sims[np.arange(len(queries)), exclude] = -np.inf
     if k < sims.shape[1]:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     else:
@@ -55,17 +57,38 @@ def check_k(k: int, n_candidates: int, same_set: bool) -> None:
         )
 
 
-def row_blocks(n: int, block_rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of consecutive blocks of at most block_rows rows."""
-    return [(s, min(s + block_rows, n)) for s in range(0, n, block_rows)]
+def row_blocks(rows: np.ndarray, block_rows: int) -> list[np.ndarray]:
+    """`rows` cut into consecutive blocks of at most block_rows rows."""
+    return [rows[s : s + block_rows] for s in range(0, len(rows), block_rows)]
 
 
 def block_neighbours(
-    target_emb: np.ndarray, demo_emb: np.ndarray, k: int, same_set: bool, start: int, stop: int
+    target_emb: np.ndarray, demo_emb: np.ndarray, k: int, same_set: bool, rows: np.ndarray
 ) -> np.ndarray:
-    """Top-k neighbours of target rows start..stop (excluding themselves when same_set)."""
-    offset = start if same_set else None
-    return top_k_neighbours(target_emb[start:stop], demo_emb, k, offset)
+    """Top-k neighbours of the target rows `rows` (each excluding itself when same_set)."""
+    return top_k_neighbours(target_emb[rows], demo_emb, k, rows if same_set else None)
+
+
+def exact_neighbours(
+    target_emb: np.ndarray,
+    demo_emb: np.ndarray,
+    k: int,
+    same_set: bool,
+    rows: np.ndarray | None = None,
+    block_rows: int = 4096,
+    map_fn: MapFn = local_map,
+) -> np.ndarray:
+    """Exact top-k neighbours, shape (len(rows), k), of the target rows `rows` (default all);
+    the blocks of rows are searched by `map_fn` (in-process, or Ray tasks for large pools).
+    A block has at most `block_rows` rows and SIMS_PER_BLOCK similarities."""
+    check_k(k, len(demo_emb), same_set)
+    if rows is None:
+        rows = np.arange(len(target_emb), dtype=np.int64)
+    block_rows = max(1, min(block_rows, SIMS_PER_BLOCK // max(len(demo_emb), 1)))
+    search = partial(_search_block, k=k, same_set=same_set)
+    embeddings = {"targets": target_emb, "demos": demo_emb}
+    parts = map_fn(search, row_blocks(rows, block_rows), embeddings)
+    return np.concatenate(parts) if parts else np.empty((0, k), np.int64)
 
 
 def neighbour_pairs(nbrs: np.ndarray, same_set: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -88,20 +111,16 @@ def knn_pairs(
     block_rows: int = 4096,
     map_fn: MapFn = local_map,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each target's k nearest demonstrations (plus itself when both sets are the same); the
-    blocks of target rows are searched by `map_fn` (in-process, or Ray tasks for large pools)."""
-    check_k(k, len(demo_emb), same_set)
-    search = partial(_search_block, k=k, same_set=same_set)
-    embeddings = {"targets": target_emb, "demos": demo_emb}
-    parts = map_fn(search, row_blocks(len(target_emb), block_rows), embeddings)
-    nbrs = np.concatenate(parts) if parts else np.empty((0, k), np.int64)
+    """Each target's k nearest demonstrations by exact search (plus itself when both sets are
+    the same), grouped by demonstration."""
+    nbrs = exact_neighbours(target_emb, demo_emb, k, same_set, None, block_rows, map_fn)
     return neighbour_pairs(nbrs, same_set)
 
 
 def _search_block(
-    block: tuple[int, int], targets: np.ndarray, demos: np.ndarray, k: int, same_set: bool
+    rows: np.ndarray, targets: np.ndarray, demos: np.ndarray, k: int, same_set: bool
 ) -> np.ndarray:
-    return block_neighbours(targets, demos, k, same_set, *block)
+    return block_neighbours(targets, demos, k, same_set, rows)
 
 
 def random_pairs(

@@ -33,6 +33,7 @@ from delift_ray.map_fn import local_map
 from delift_ray.models.embed import embed_texts, model_embeddings
 from delift_ray.models.load import fingerprint, load_tokenizer, max_length, model_config
 from delift_ray.progress import ProgressBar
+from delift_ray.scoring.ann import load_faiss
 from delift_ray.scoring.attention import sharing_refusal
 from delift_ray.scoring.blocks import (
     POOL,
@@ -46,7 +47,8 @@ from delift_ray.scoring.blocks import (
     plan_pairs,
     plan_plain,
 )
-from delift_ray.scoring.pairs import dense_pairs, knn_pairs, random_pairs, union_pairs
+from delift_ray.scoring.knn import neighbours, uses_ann
+from delift_ray.scoring.pairs import dense_pairs, neighbour_pairs, random_pairs, union_pairs
 from delift_ray.scoring.store import BlockStore, scoring_key
 from delift_ray.scoring.templates import EncodedSet, Prompts
 from delift_ray.selection.kernels import utility_kernel
@@ -154,26 +156,31 @@ def choose_pairs(
     seed: int,
     sets: dict[str, TextSet],
     local_scorer: Any = None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(i, j) to score per kernel: every pair (dense) or each target's k nearest (knn)."""
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """(i, j) to score per kernel: every pair (dense) or each target's k nearest (knn), and per
+    kernel how its neighbours were searched (method, recall@k; empty for dense)."""
     n = len(sets[POOL].ids)
     if pairs.mode == "dense":
         out = {POOL: dense_pairs(n, n)}
         if CROSS in sets:
             out[CROSS] = dense_pairs(n, len(sets[CROSS].ids))
-        return out
+        return out, {}
+    if any(uses_ann(pairs, len(s.ids)) for s in sets.values()):
+        load_faiss()  # a missing extra stops the run before any embedding
     emb = {name: embed(pairs, embedder, s, local_scorer) for name, s in sets.items()}
     # large pools: each block of targets searched in a Ray task of half a CPU
     map_fn = partial(task_map, cpus=0.5) if search_on_ray(pairs, scoring, n) else local_map
-    out = {POOL: knn_pairs(emb[POOL], emb[POOL], pairs.k, same_set=True, map_fn=map_fn)}
-    if CROSS in sets:
-        k = min(pairs.k, len(sets[CROSS].ids))
-        out[CROSS] = knn_pairs(emb[POOL], emb[CROSS], k, same_set=False, map_fn=map_fn)
+    out, searches = {}, {}
+    for name in sets:
+        k = pairs.k if name == POOL else min(pairs.k, len(sets[name].ids))
+        same = name == POOL
+        nbrs, searches[name] = neighbours(emb[POOL], emb[name], k, same, pairs, seed, map_fn)
+        out[name] = neighbour_pairs(nbrs, same)
     if pairs.random_k:  # a few random candidates per target sample each demo's global utility
         for name, found in out.items():
             extra = random_pairs(n, len(sets[name].ids), pairs.random_k, seed)
             out[name] = union_pairs(found, extra)
-    return out
+    return out, searches
 
 
 def search_on_ray(pairs: PairsConfig, scoring: ScoringConfig, n: int) -> bool:

@@ -134,7 +134,7 @@ def score_delift(
     with timer("load_model"):
         scorer: Any = st.load_local_model(setup) if local else None
     with timer("pairs"):
-        pairs = st.choose_pairs(cfg.pairs, cfg.embedder, cfg.scoring, cfg.seed, sets, scorer)
+        pairs, knn = st.choose_pairs(cfg.pairs, cfg.embedder, cfg.scoring, cfg.seed, sets, scorer)
     with timer("plan"):
         plan = st.plan(setup, sets, pairs)
         est = st.estimate(setup, sets, plan, pool_enc)
@@ -156,5 +156,11 @@ def score_delift(
         pool=k,
         cross=cross_k,
         utilities=utilities if keep_table else None,
-        stats={**plan.stats, **est, **scored.counters, "pairs_mode": cfg.pairs.mode},
+        stats={
+            **plan.stats,
+            **est,
+            **scored.counters,
+            "pairs_mode": cfg.pairs.mode,
+            **({"knn": knn} if knn else {}),
+        },
     )
