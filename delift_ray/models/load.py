@@ -63,18 +63,28 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise DeliftError(f"model: cannot load {cfg.path!r}: {first_line(e)}") from None
+    device = resolve_device(cfg.device)
     try:
-        model.to(cfg.device)
+        model.to(device)
     except (RuntimeError, AssertionError) as e:
-        raise DeliftError(f"model: cannot move the model to device {cfg.device!r}: {e}") from None
+        raise DeliftError(f"model: cannot move the model to device {device!r}: {e}") from None
     model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         max_length=max_length(cfg, model.config, tokenizer),
         fingerprint=fingerprint(cfg),
-        device=cfg.device,
+        device=device,
     )
+
+
+def resolve_device(device: str) -> str:
+    """model.device as torch names it: `auto` is cuda when this process sees a GPU, else cpu."""
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def max_length(cfg: ModelConfig, model_config: Any, tokenizer: Any) -> int:
