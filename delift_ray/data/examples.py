@@ -10,9 +10,20 @@ from typing import Any
 import pyarrow as pa
 
 
+@dataclass(frozen=True)
+class ChatParts:
+    """Where a chat-template row's data sits in its rendering: the last user message's text
+    (starting at `query_at` in x) and the assistant's reply (in y, as the template shows it)."""
+
+    query_at: int
+    query: str
+    reply: str
+
+
 @dataclass
 class Example:
-    """One usable row: content-hash id, rendered prompt and response, and where it came from."""
+    """One usable row: content-hash id, rendered prompt and response, and where it came from;
+    `chat` locates its data in x and y when a chat template rendered it."""
 
     id: str
     x: str
@@ -20,6 +31,7 @@ class Example:
     source: str
     row: int
     record: dict[str, Any]
+    chat: ChatParts | None = None
 
 
 @dataclass
@@ -40,6 +52,7 @@ class ExampleSet:
     duplicates: dict[str, int]
     schema: pa.Schema | None
     format: str
+    rendering: str = "prompt template"  # or "chat template", "role lines" (data/chat.py)
 
     @property
     def ids(self) -> list[str]:
@@ -55,6 +68,16 @@ class ExampleSet:
     def ys(self) -> list[str]:
         """Responses, in order."""
         return [e.y for e in self.examples]
+
+    @property
+    def chats(self) -> list[ChatParts | None]:
+        """Chat parts (None for rows no chat template rendered), in order."""
+        return [e.chat for e in self.examples]
+
+    @property
+    def served(self) -> list[bool]:
+        """Per example, whether a chat template rendered it (laid out as the model is served)."""
+        return [e.chat is not None for e in self.examples]
 
     @property
     def n_rows_read(self) -> int:

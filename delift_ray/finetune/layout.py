@@ -2,7 +2,9 @@
 
 Every example is laid out as ``[BOS] x EOS y EOS`` (the scoring layout without a template); the
 labels are -100 on BOS, the prompt and its EOS, so the loss covers the response and the final
-EOS.
+EOS. A chat row its model's chat template rendered is laid out as scoring lays it out, as the
+model is served: ``x y``, tokenized with the template's special tokens, nothing added; the loss
+covers y (the reply and the template's end-of-turn tokens).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from delift_ray.scoring.templates import wants_bos
+from delift_ray.scoring.templates import tokenize_text, wants_bos
 
 IGNORE = -100
 
@@ -31,33 +33,60 @@ class Layout:
         bos = (tokenizer.bos_token_id,) if wants_bos(tokenizer, add_bos) else ()
         return cls(bos=bos, eos=tokenizer.eos_token_id)
 
-    def prompt(self, x: Sequence[int], room: int) -> list[int]:
-        """[BOS] x EOS in at most `room` tokens; x loses tokens from its left if it must."""
+    def prompt(self, x: Sequence[int], room: int, served: bool = False) -> list[int]:
+        """[BOS] x EOS (x alone if `served`) in at most `room` tokens; x loses tokens from its
+        left if it must."""
+        if served:
+            return list(x[max(len(x) - room, 0) :])
         keep = max(room - len(self.bos) - 1, 0)
         return [*self.bos, *x[max(len(x) - keep, 0) :], self.eos]
 
-    def pair(self, x: Sequence[int], y: Sequence[int], limit: int) -> Pair | None:
-        """([BOS] x EOS y EOS, prompt length) in at most `limit` tokens; None if y cannot fit."""
-        room = limit - len(y) - 1
-        if room < len(self.bos) + 1:
+    def pair(
+        self, x: Sequence[int], y: Sequence[int], limit: int, served: bool = False
+    ) -> Pair | None:
+        """([BOS] x EOS y EOS, prompt length) in at most `limit` tokens (x y if `served`); None
+        if y cannot fit."""
+        end = [] if served else [self.eos]
+        room = limit - len(y) - len(end)
+        if room < (1 if served else len(self.bos) + 1):
             return None
-        prompt = self.prompt(x, room)
-        return [*prompt, *y, self.eos], len(prompt)
+        prompt = self.prompt(x, room, served)
+        return [*prompt, *y, *end], len(prompt)
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text, without special tokens."""
+def tokenize(tokenizer: Any, texts: Sequence[str], served: bool = False) -> list[list[int]]:
+    """Token ids of each text, without special tokens (a chat template's rendering, `served`,
+    with its special tokens, as scoring tokenizes it)."""
     if not texts:
         return []
+    if served:
+        return tokenize_text(tokenizer, list(texts), served=True)["input_ids"]
     return tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
 
+def tokenize_rows(tokenizer: Any, texts: Sequence[str], served: Sequence[bool]) -> list[list[int]]:
+    """Token ids of each text, tokenized as `tokenize` does for its kind of row."""
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in (False, True):
+        at = [k for k, s in enumerate(served) if s == flag]
+        for k, ids in zip(at, tokenize(tokenizer, [texts[k] for k in at], flag), strict=True):
+            out[k] = ids
+    return out
+
+
 def encode_pairs(
-    tokenizer: Any, layout: Layout, xs: Sequence[str], ys: Sequence[str], limit: int
+    tokenizer: Any,
+    layout: Layout,
+    xs: Sequence[str],
+    ys: Sequence[str],
+    limit: int,
+    served: Sequence[bool] | None = None,
 ) -> list[Pair | None]:
-    """The layout of each (x, y) within `limit` tokens (None where y does not fit)."""
-    x_ids, y_ids = tokenize(tokenizer, xs), tokenize(tokenizer, ys)
-    return [layout.pair(x, y, limit) for x, y in zip(x_ids, y_ids, strict=True)]
+    """The layout of each (x, y) within `limit` tokens (None where y does not fit); `served`
+    rows (rendered by the chat template) laid out as served."""
+    served = list(served) if served is not None else [False] * len(xs)
+    x_ids, y_ids = tokenize_rows(tokenizer, xs, served), tokenize_rows(tokenizer, ys, served)
+    return [layout.pair(x, y, limit, s) for x, y, s in zip(x_ids, y_ids, served, strict=True)]
 
 
 def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, Any]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
 
-from delift_ray.config import ModelConfig
+from delift_ray.config import DataConfig, ModelConfig
+from delift_ray.data.chat import ChatTemplate, chat_template
 from delift_ray.errors import DeliftError, first_line
 from delift_ray.models.offline import use_offline_hub
 
@@ -45,6 +47,14 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_chat_template(cfg: ModelConfig, sets: Iterable[DataConfig | None]) -> ChatTemplate | None:
+    """The model's chat template, for reading `sets` (None: no set has chat rows, no model is
+    given, or its tokenizer has no template; chat rows are then `role: content` lines)."""
+    if not cfg.path or not any(d is not None and d.format == "messages" for d in sets):
+        return None
+    return chat_template(load_tokenizer(cfg))
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:

@@ -22,11 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from delift_ray.config import Config, DataConfig, resolve_budget, store_uri
+from delift_ray.data.chat import ChatTemplate
 from delift_ray.data.examples import ExampleSet
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
 from delift_ray.errors import DeliftError
 from delift_ray.files import writable_dir, write_parquet
+from delift_ray.models.load import load_chat_template
 from delift_ray.workflows.outputs import RunOutputs
 from delift_ray.workflows.select import run_select
 
@@ -82,7 +84,8 @@ def run_refresh(cfg: Config) -> RunOutputs:
         output_dir=str(run_dir),
         store=dataclasses.replace(cfg.store, uri=shared_store),
     )
-    pool = read_examples(cfg.data)
+    chat = load_chat_template(cfg.model, [cfg.data])
+    pool = read_examples(cfg.data, chat)
     seen = previous_ids(previous)
     new = [e for e in pool.examples if e.id not in seen]
     extra: dict[str, Any] = {
@@ -99,7 +102,7 @@ def run_refresh(cfg: Config) -> RunOutputs:
             raise DeliftError(f"refresh: no new rows since {previous.name}; nothing to select")
         sets = {
             "pool": dataclasses.replace(pool, examples=new),
-            "existing": previous_selection(cfg.data, previous),
+            "existing": previous_selection(cfg.data, previous, chat),
         }
         run_cfg = dataclasses.replace(run_cfg, stage="continual")
         resolve_budget(cfg.budget, len(new))
@@ -117,8 +120,10 @@ def run_refresh(cfg: Config) -> RunOutputs:
     return result
 
 
-def previous_selection(pool: DataConfig, previous: Path) -> ExampleSet:
-    """The previous run's chosen subset, read back with the pool's field mapping."""
+def previous_selection(
+    pool: DataConfig, previous: Path, chat: ChatTemplate | None = None
+) -> ExampleSet:
+    """The previous run's chosen subset, read back with the pool's field mapping and rendering."""
     manifest = json.loads((previous / "manifest.json").read_text())
     subset = previous / manifest["files"]["subset"]
-    return read_examples(dataclasses.replace(pool, path=str(subset)))
+    return read_examples(dataclasses.replace(pool, path=str(subset)), chat)
