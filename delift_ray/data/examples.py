@@ -89,6 +89,18 @@ class BadRow(Exception):
     """A row-level problem; its message is the reject reason."""
 
 
+def embedding_texts(
+    xs: list[str], ys: list[str], chat: list[ChatParts | None] | None = None
+) -> list[str]:
+    """What an embedding of each example reads: x + y, or a chat-template row's last user
+    message and reply (the template's text, the same in every row, would only blur them)."""
+    parts = chat if chat is not None else [None] * len(xs)
+    return [
+        f"{c.query}\n{c.reply}" if c is not None else x + y
+        for x, y, c in zip(xs, ys, parts, strict=True)
+    ]
+
+
 def example_id(x: str, y: str) -> str:
     """Content hash of a rendered (x, y): the first 16 hex chars of sha256(json([x, y]))."""
     return hashlib.sha256(json.dumps([x, y]).encode("ascii")).hexdigest()[:16]

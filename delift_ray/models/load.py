@@ -17,7 +17,13 @@ from delift_ray.errors import DeliftError, first_line
 from delift_ray.models.offline import use_offline_hub
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
-FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+FINGERPRINT_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 DEFAULT_MAX_LENGTH = 2048
 

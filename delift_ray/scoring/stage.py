@@ -24,7 +24,7 @@ from delift_ray.config import (
     ScoringConfig,
     TemplatesConfig,
 )
-from delift_ray.data.examples import ExampleSet, Reject
+from delift_ray.data.examples import ExampleSet, Reject, embedding_texts
 from delift_ray.distributed.maps import task_map
 from delift_ray.distributed.scoring import score_blocks
 from delift_ray.errors import ConfigError, DeliftError
@@ -185,7 +185,7 @@ def embed(
     pairs: PairsConfig, embedder: EmbedderConfig, s: TextSet, local_scorer: Any = None
 ) -> np.ndarray:
     """Embeddings of x + y for kNN search: a sentence-embedding model, or the scorer's own."""
-    texts = [x + y for x, y in zip(s.xs, s.ys)]
+    texts = embedding_texts(s.xs, s.ys, s.chat)
     if pairs.embedder == "sentence":
         return embed_texts(texts, embedder)
     if local_scorer is None:

@@ -11,9 +11,11 @@ import pytest
 
 from delift_ray.config import DataConfig, ModelConfig, TemplatesConfig, load_config
 from delift_ray.data.chat import chat_template
+from delift_ray.data.examples import embedding_texts
 from delift_ray.data.read import read_examples
 from delift_ray.finetune.evaluate import Generator, references
 from delift_ray.finetune.layout import IGNORE, Layout, collate, encode_pairs
+from delift_ray.models.load import fingerprint
 from delift_ray.models.tiny import build_model, build_tokenizer
 from delift_ray.scoring.templates import Prompts
 from delift_ray.workflows.select import run_select
@@ -123,6 +125,7 @@ def test_rows_render_through_the_chat_template(tmp_path):
     for e, chat in zip(es.examples, TEXTS, strict=True):
         assert e.x + e.y == tok.apply_chat_template(chat, tokenize=False)
         assert e.x == tok.apply_chat_template(chat[:-1], tokenize=False, add_generation_prompt=True)
+    assert embedding_texts(es.xs, es.ys, es.chats)[0] == "Capital of France?\nParis"
     assert [(c.query, c.reply) for c in es.chats] == [
         ("Capital of France?", "Paris"),
         ("Reverse cat", "tac"),
@@ -202,6 +205,8 @@ def test_the_manifest_says_how_chat_rows_were_rendered(tmp_path, model_dirs):
         manifest = run_select(cfg).manifest
         assert manifest["rendering"] == {"pool": name}
         assert manifest["counts"]["pool"]["usable"] == 3
+    # the template is part of the model's fingerprint (it decides what is scored)
+    assert len({fingerprint(ModelConfig(path=str(d))) for d in model_dirs.values()}) == 2
     on_disk = json.loads((tmp_path / "chat template" / "out" / "manifest.json").read_text())
     assert on_disk["rendering"]["pool"] == "chat template"
     assert on_disk["kernel"]["pairs_scored"] == 9  # chat rows scored in their chat frames
