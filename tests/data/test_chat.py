@@ -170,6 +170,17 @@ def test_scoring_training_and_evaluation_use_the_served_tokens(tmp_path, model_d
     assert prompts.pair_sequence(enc, 2, prompt).tolist() == served_ids(
         tok, tok.apply_chat_template(framed, tokenize=False)
     )
+    # too long for the model: the example's and the query's text go, the chat frame stays
+    whole = prompts.pair_sequence(enc, 2, prompt)
+    short = Prompts(tok, TemplatesConfig(), max_length=len(whole) - 3)
+    short_enc = short.encode(es.xs, es.ys, es.chats)
+    (cut_prompt,), cut = short.pair_prompts(short_enc, np.array([2]), short_enc, np.array([0]))
+    cut_seq = short.pair_sequence(short_enc, 2, cut_prompt)
+    frame = served_ids(tok, es.xs[2][: es.chats[2].query_at])
+    assert cut.tolist() == [True] and len(cut_seq) <= len(whole) - 3
+    assert cut_seq[: len(frame)].tolist() == frame
+    assert cut_seq[-len(short_enc.response[2]) :].tolist() == short_enc.response[2].tolist()
+    assert short.too_long(short_enc) == [None, None, None]
     # fine-tuning: the loss covers exactly the response tokens
     layout = Layout.of(tok, "auto")
     pairs = encode_pairs(tok, layout, es.xs, es.ys, 256, es.served)
