@@ -75,11 +75,6 @@ class ExampleSet:
         return [e.chat for e in self.examples]
 
     @property
-    def served(self) -> list[bool]:
-        """Per example, whether a chat template rendered it (laid out as the model is served)."""
-        return [e.chat is not None for e in self.examples]
-
-    @property
     def n_rows_read(self) -> int:
         """Rows read: usable + rejected + dropped duplicate copies (blank JSONL lines excluded)."""
         return len(self.examples) + len(self.rejects) + sum(self.duplicates.values())

@@ -105,7 +105,7 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
     rows = read_examples(dataclasses.replace(cfg.data, path=source), chat)
     limit = min(cfg.train.max_length, max_length(cfg.model, model_config(cfg.model), tokenizer))
     layout = Layout.of(tokenizer, cfg.templates.add_bos)
-    encoded = encode_pairs(tokenizer, layout, rows.xs, rows.ys, limit, rows.served)
+    encoded = encode_pairs(tokenizer, layout, rows.xs, rows.ys, limit, rows.chats)
     pairs = [p for p in encoded if p is not None]
     if not pairs:
         raise DeliftError(f"train: no row of {source} fits in {limit} tokens (or none is usable)")

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from delift_ray.config import Config, EmbedderConfig, EvalConfig, ModelConfig, config_to_dict
-from delift_ray.data.examples import ExampleSet
+from delift_ray.data.examples import ChatParts, ExampleSet
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.maps import actor_map
 from delift_ray.distributed.session import run_scope
@@ -39,6 +39,7 @@ from delift_ray.finetune.layout import (
     collate,
     encode_pairs,
     response_nll,
+    served_prompt,
     tokenize,
     tokenize_rows,
 )
@@ -125,24 +126,32 @@ class Generator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Predictions, per-row mean reference NLL (NaN if too long) and reference tokens."""
         xs, ys = [str(x) for x in batch["x"]], [str(y) for y in batch["y"]]
-        served = [bool(s) for s in batch["served"]]
-        loss, tokens = self.losses(xs, ys, served)
+        chat = [
+            ChatParts(int(at), str(q), "") if int(at) >= 0 else None
+            for at, q in zip(batch["query_at"], batch["query"], strict=True)
+        ]
+        loss, tokens = self.losses(xs, ys, chat)
         return {
             "id": batch["id"],
-            "prediction": np.array(self.generate(xs, served, ys), dtype=object),
+            "prediction": np.array(self.generate(xs, chat, ys), dtype=object),
             "loss": loss,
             "response_tokens": tokens,
         }
 
     def generate(
-        self, xs: Sequence[str], served: Sequence[bool] | None = None, ys: Sequence[str] = ()
+        self,
+        xs: Sequence[str],
+        chat: Sequence[ChatParts | None] | None = None,
+        ys: Sequence[str] = (),
     ) -> list[str]:
-        """Greedy continuations of [BOS] x EOS (x if `served`), left-padded, cut at the first EOS
-        or, for served rows, at a special token their reference y holds (the end of turn)."""
+        """Greedy continuations of [BOS] x EOS (x for rows with chat parts), left-padded, cut at
+        the first EOS or, for chat rows, at a special token their reference y holds (the end of
+        their turn)."""
         import torch
 
-        served = list(served) if served is not None else [False] * len(xs)
-        prompts = self.prompts(xs, served)
+        parts = list(chat) if chat is not None else [None] * len(xs)
+        prompts = self.prompts(xs, parts)
+        served = [c is not None for c in parts]
         stops = sorted({self.layout.eos, *self._turn_ends(ys, served)})
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -165,12 +174,19 @@ class Generator:
         new = out[:, width:].tolist()
         return [self.tokenizer.decode(_until(t, stops), skip_special_tokens=True) for t in new]
 
-    def prompts(self, xs: Sequence[str], served: Sequence[bool]) -> list[list[int]]:
-        """The token ids generation starts from: [BOS] x EOS, or x for served rows, each cut
-        from its left to leave room for max_new_tokens."""
+    def prompts(self, xs: Sequence[str], chat: Sequence[ChatParts | None]) -> list[list[int]]:
+        """The token ids generation starts from, leaving room for max_new_tokens: [BOS] x EOS
+        cut from x's left, or a chat row's x as scoring cuts it (its last tokens if even its
+        template's text does not fit)."""
         room = self.limit - self.max_new_tokens
-        x_ids = tokenize_rows(self.tokenizer, xs, served)
-        return [self.layout.prompt(x, room, s) for x, s in zip(x_ids, served, strict=True)]
+        x_ids = tokenize_rows(self.tokenizer, xs, [c is not None for c in chat])
+        out = []
+        for x, ids, c in zip(xs, x_ids, chat, strict=True):
+            if c is None:
+                out.append(self.layout.prompt(ids, room))
+            else:
+                out.append(served_prompt(self.tokenizer, x, ids, c, room) or ids[-room:])
+        return out
 
     def _turn_ends(self, ys: Sequence[str], served: Sequence[bool]) -> set[int]:
         """The special tokens served rows' references hold: where the template ends a turn."""
@@ -179,12 +195,12 @@ class Generator:
         return {t for ids in tokenize(self.tokenizer, texts, served=True) for t in ids} & special
 
     def losses(
-        self, xs: Sequence[str], ys: Sequence[str], served: Sequence[bool] | None = None
+        self, xs: Sequence[str], ys: Sequence[str], chat: Sequence[ChatParts | None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-row mean NLL of each reference given its prompt, and its scored token count."""
         import torch
 
-        pairs = encode_pairs(self.tokenizer, self.layout, xs, ys, self.limit, served)
+        pairs = encode_pairs(self.tokenizer, self.layout, xs, ys, self.limit, chat)
         loss = np.full(len(pairs), np.nan)
         tokens = np.zeros(len(pairs), np.int64)
         fit = [k for k, p in enumerate(pairs) if p is not None]
@@ -275,7 +291,16 @@ def _generate(
     e: EvalConfig, add_bos: str, model: ModelConfig, test: ExampleSet
 ) -> dict[str, dict[str, Any]]:
     """Generator outputs per test id, from an actor pool or in-process."""
-    rows = [{"id": e.id, "x": e.x, "y": e.y, "served": e.chat is not None} for e in test.examples]
+    rows = [
+        {
+            "id": e.id,
+            "x": e.x,
+            "y": e.y,
+            "query_at": e.chat.query_at if e.chat is not None else -1,
+            "query": e.chat.query if e.chat is not None else "",
+        }
+        for e in test.examples
+    ]
     if e.executor == "local":
         gen = Generator(model, add_bos, e.max_new_tokens)
         records = []

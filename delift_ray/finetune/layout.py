@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from delift_ray.scoring.templates import tokenize_text, wants_bos
+from delift_ray.data.examples import ChatParts
+from delift_ray.scoring.templates import cut_query, tokenize_text, wants_bos
 
 IGNORE = -100
 
@@ -33,25 +34,18 @@ class Layout:
         bos = (tokenizer.bos_token_id,) if wants_bos(tokenizer, add_bos) else ()
         return cls(bos=bos, eos=tokenizer.eos_token_id)
 
-    def prompt(self, x: Sequence[int], room: int, served: bool = False) -> list[int]:
-        """[BOS] x EOS (x alone if `served`) in at most `room` tokens; x loses tokens from its
-        left if it must."""
-        if served:
-            return list(x[max(len(x) - room, 0) :])
+    def prompt(self, x: Sequence[int], room: int) -> list[int]:
+        """[BOS] x EOS in at most `room` tokens; x loses tokens from its left if it must."""
         keep = max(room - len(self.bos) - 1, 0)
         return [*self.bos, *x[max(len(x) - keep, 0) :], self.eos]
 
-    def pair(
-        self, x: Sequence[int], y: Sequence[int], limit: int, served: bool = False
-    ) -> Pair | None:
-        """([BOS] x EOS y EOS, prompt length) in at most `limit` tokens (x y if `served`); None
-        if y cannot fit."""
-        end = [] if served else [self.eos]
-        room = limit - len(y) - len(end)
-        if room < (1 if served else len(self.bos) + 1):
+    def pair(self, x: Sequence[int], y: Sequence[int], limit: int) -> Pair | None:
+        """([BOS] x EOS y EOS, prompt length) in at most `limit` tokens; None if y cannot fit."""
+        room = limit - len(y) - 1
+        if room < len(self.bos) + 1:
             return None
-        prompt = self.prompt(x, room, served)
-        return [*prompt, *y, *end], len(prompt)
+        prompt = self.prompt(x, room)
+        return [*prompt, *y, self.eos], len(prompt)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], served: bool = False) -> list[list[int]]:
@@ -74,19 +68,35 @@ def tokenize_rows(tokenizer: Any, texts: Sequence[str], served: Sequence[bool]) 
     return out
 
 
+def served_prompt(
+    tokenizer: Any, x: str, ids: list[int], chat: ChatParts, room: int
+) -> list[int] | None:
+    """A served row's prompt ids in `room` tokens: whole, or cut from the left of its last user
+    message as scoring cuts it (the template's text stays); None if that cannot fit."""
+    return ids if len(ids) <= room else cut_query(tokenizer, x, chat, room)
+
+
 def encode_pairs(
     tokenizer: Any,
     layout: Layout,
     xs: Sequence[str],
     ys: Sequence[str],
     limit: int,
-    served: Sequence[bool] | None = None,
+    chat: Sequence[ChatParts | None] | None = None,
 ) -> list[Pair | None]:
-    """The layout of each (x, y) within `limit` tokens (None where y does not fit); `served`
-    rows (rendered by the chat template) laid out as served."""
-    served = list(served) if served is not None else [False] * len(xs)
+    """The layout of each (x, y) within `limit` tokens (None where y does not fit); rows with
+    chat parts laid out as served, x y."""
+    parts = list(chat) if chat is not None else [None] * len(xs)
+    served = [c is not None for c in parts]
     x_ids, y_ids = tokenize_rows(tokenizer, xs, served), tokenize_rows(tokenizer, ys, served)
-    return [layout.pair(x, y, limit, s) for x, y, s in zip(x_ids, y_ids, served, strict=True)]
+    out: list[Pair | None] = []
+    for k, (x, y, c) in enumerate(zip(x_ids, y_ids, parts, strict=True)):
+        if c is None:
+            out.append(layout.pair(x, y, limit))
+            continue
+        prompt = served_prompt(tokenizer, xs[k], x, c, limit - len(y))
+        out.append(None if prompt is None else ([*prompt, *y], len(prompt)))
+    return out
 
 
 def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, Any]:

@@ -353,32 +353,50 @@ class Prompts:
         served: bool = False,
     ) -> list[np.ndarray]:
         """Token ids of each text with tokens dropped from the left of each region in turn."""
-        try:
-            enc = tokenize_text(self.tokenizer, texts, offsets=True, served=served)
-        except NotImplementedError:
-            raise DeliftError(
-                "model: cutting over-long prompts needs a fast (tokenizers) tokenizer"
-            ) from None
-        out = []
-        for ids, offs, spans, room, target in zip(
-            enc["input_ids"], enc["offset_mapping"], regions, rooms, targets, strict=True
-        ):
-            starts = np.array([s for s, _ in offs], dtype=np.int64)
-            keep = np.ones(len(ids), dtype=bool)
-            need = len(ids) - room
-            for a, b in spans:
-                inside = np.flatnonzero((starts >= a) & (starts < b) & keep)
-                drop = inside[: max(need, 0)]
-                keep[drop] = False
-                need -= len(drop)
-            if need > 0:
+        out = cut_regions(self.tokenizer, texts, regions, rooms, served)
+        for ids, room, target in zip(out, rooms, targets, strict=True):
+            if len(ids) > room:
                 n_response = self.max_length - room - (0 if served else len(self.bos) + 2)
                 raise ValueError(
                     f"target {target} cannot be scored: response has {n_response} tokens, which "
-                    f"leave {room} for a prompt whose literal text needs {room + need}"
+                    f"leave {room} for a prompt whose literal text needs {len(ids)}"
                 )
-            out.append(np.asarray(ids, dtype=np.int32)[keep])
         return out
+
+
+def cut_regions(
+    tokenizer, texts: list[str], regions: list[list[Span]], rooms: list[int], served: bool = False
+) -> list[np.ndarray]:
+    """Token ids of each text, tokens dropped from the left of each character region in turn
+    until it fits its room (longer than the room where the regions alone cannot make it fit)."""
+    try:
+        enc = tokenize_text(tokenizer, texts, offsets=True, served=served)
+    except NotImplementedError:
+        raise DeliftError(
+            "model: cutting over-long prompts needs a fast (tokenizers) tokenizer"
+        ) from None
+    out = []
+    for ids, offs, spans, room in zip(
+        enc["input_ids"], enc["offset_mapping"], regions, rooms, strict=True
+    ):
+        starts = np.array([s for s, _ in offs], dtype=np.int64)
+        keep = np.ones(len(ids), dtype=bool)
+        need = len(ids) - room
+        for a, b in spans:
+            inside = np.flatnonzero((starts >= a) & (starts < b) & keep)
+            drop = inside[: max(need, 0)]
+            keep[drop] = False
+            need -= len(drop)
+        out.append(np.asarray(ids, dtype=np.int32)[keep])
+    return out
+
+
+def cut_query(tokenizer, x: str, chat: ChatParts, room: int) -> list[int] | None:
+    """A chat row's served prompt in `room` tokens, cut from the left of its last user message
+    (the template's text stays); None if the rest alone does not fit."""
+    span = (chat.query_at, chat.query_at + len(chat.query))
+    ids = cut_regions(tokenizer, [x], [[span]], [room], served=True)[0]
+    return ids.tolist() if len(ids) <= room else None
 
 
 def _example_fields(x: str, y: str, chat: ChatParts | None) -> tuple[str, str]:

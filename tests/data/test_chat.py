@@ -183,7 +183,7 @@ def test_scoring_training_and_evaluation_use_the_served_tokens(tmp_path, model_d
     assert short.too_long(short_enc) == [None, None, None]
     # fine-tuning: the loss covers exactly the response tokens
     layout = Layout.of(tok, "auto")
-    pairs = encode_pairs(tok, layout, es.xs, es.ys, 256, es.served)
+    pairs = encode_pairs(tok, layout, es.xs, es.ys, 256, es.chats)
     labels = collate([p for p in pairs if p is not None], tok.pad_token_id)["labels"]
     for k, (ids, _) in enumerate(p for p in pairs if p is not None):
         assert ids == full[k]
@@ -193,8 +193,20 @@ def test_scoring_training_and_evaluation_use_the_served_tokens(tmp_path, model_d
         )
     # evaluation generates from the scoring prompt and compares with the reply
     gen = Generator(ModelConfig(path=str(model_dirs["chat template"])), "auto", max_new_tokens=4)
-    assert gen.prompts(es.xs, es.served) == [p.tolist() for p in enc.plain]
+    assert gen.prompts(es.xs, es.chats) == [p.tolist() for p in enc.plain]
     assert references(es) == ["Paris", "tac", "DOG"]
+    # cut to fit, training and evaluation keep the chat frame and cut the user message as
+    # scoring does
+    frame = served_ids(tok, es.xs[0][: es.chats[0].query_at])
+    n_response = len(enc.response[0])
+    limit = len(full[0]) - 2
+    cut_scoring = Prompts(tok, TemplatesConfig(), limit).plain_sequence(enc, 0)
+    (cut_pair,) = encode_pairs(tok, layout, es.xs[:1], es.ys[:1], limit, es.chats[:1])
+    assert cut_pair is not None and cut_pair[0] == cut_scoring.tolist()
+    assert cut_pair[0][: len(frame)] == frame and len(cut_pair[0]) <= limit
+    model = ModelConfig(path=str(model_dirs["chat template"]), max_length=limit - n_response + 4)
+    cut_gen = Generator(model, "auto", max_new_tokens=4)
+    assert cut_gen.prompts(es.xs[:1], es.chats[:1]) == [cut_scoring[:-n_response].tolist()]
 
 
 def test_the_manifest_says_how_chat_rows_were_rendered(tmp_path, model_dirs):
