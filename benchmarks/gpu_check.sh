@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU check of utility scoring (issue 3): a ~0.5B random bf16 Llama, prefix sharing on and off;
-# prints tokens/s, pairs/s, fraction of peak bf16 FLOP/s and peak GPU memory. No downloads.
-#   bash benchmarks/gpu_check.sh            # on a CUDA machine, < 5 minutes on an H200
-#   bash benchmarks/gpu_check.sh --smoke    # tiny float32 model on the CPU, anywhere
+# GPU check of utility scoring (issue 13 part 6): Qwen2-0.5B and -1.5B shapes loaded in bf16, a
+# correctness gate that can fail, then pairs/s, tokens/s, fraction of bf16 peak, peak memory.
+#   bash benchmarks/gpu_check.sh            # on a CUDA machine, about 3 minutes on an H200
+#   bash benchmarks/gpu_check.sh --smoke    # a tiny Qwen2 on the CPU, anywhere
 # Peak FLOP/s: $PEAK_TFLOPS if set, else a table by device name. Python: $PYTHON, else .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."

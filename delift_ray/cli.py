@@ -203,7 +203,10 @@ def _train(args: argparse.Namespace) -> int:
     from delift_ray.finetune.driver import run_train
 
     cfg = _load(args, args.command)
-    m = run_train(cfg).manifest
+    from delift_ray import storage
+
+    result = run_train(cfg)
+    m = result.manifest
     losses = " -> ".join(f"{x:.4f}" for x in m["losses"])
     print(
         f"trained on {m['rows']} rows ({m['too_long']} too long) x {m['epochs']} epochs, "
@@ -211,11 +214,13 @@ def _train(args: argparse.Namespace) -> int:
         f"in {m['wall_s']:.1f} s"
     )
     print(f"epoch loss {losses}")
-    print(f"model in {m['output_model']}/, manifest {cfg.output_dir}/train_manifest.json")
+    shown = storage.display(result.manifest_path)
+    print(f"model in {storage.display(result.model_dir)}/, manifest {shown}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from delift_ray import storage
     from delift_ray.finetune.evaluate import run_eval
 
     cfg = _load(args, args.command)
@@ -225,7 +230,8 @@ def _eval(args: argparse.Namespace) -> int:
         f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "loss_rows"
     )
     print(f"evaluated {result.summary['model_path']} on {result.summary['rows']} rows: {shown}")
-    print(f"rows in {result.rows_path}, summary {result.summary_path}")
+    rows, summary = storage.display(result.rows_path), storage.display(result.summary_path)
+    print(f"rows in {rows}, summary {summary}")
     return 0
 
 
@@ -272,8 +278,10 @@ def _select_summary(result: RunOutputs) -> list[str]:
     total = sum(m["timings_s"].values())
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in m["timings_s"].items())
     lines.append(f"time {total:.1f}s ({phases})")
-    lines.append(f"outputs in {result.directory}/:")
-    lines += [f"  {p.name}" for p in result.files.values()]
+    from delift_ray import storage
+
+    lines.append(f"outputs in {storage.display(result.directory)}/:")
+    lines += [f"  {storage.name(p)}" for p in result.files.values()]
     return lines
 
 

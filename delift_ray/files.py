@@ -1,5 +1,5 @@
-"""Writing files: atomically (beside the target, fsync, os.replace; never half-written), and
-checking a directory is writable before any work."""
+"""Writing files: atomically (beside the target, fsync, os.replace; never half-written; on an
+object store one PUT, whole or absent), and checking a directory is writable before any work."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from delift_ray.errors import DeliftError
+from delift_ray import storage
+from delift_ray.errors import DeliftError, first_line
 
 
 @contextmanager
@@ -26,12 +27,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -40,44 +41,71 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_text(text: str, path: str | Path) -> Path:
-    """Write UTF-8 text atomically; returns the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+def write_bytes(data: bytes, path: str | Path) -> str:
+    """Write bytes atomically (a path or a URI); returns the path."""
+    if storage.is_uri(str(path)):
+        storage.write_bytes(str(path), data)
+    else:
+        atomic_write_bytes(path, data)
+    return str(path)
 
 
-def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON atomically (UTF-8, indented); returns the path."""
+def write_text(text: str, path: str | Path) -> str:
+    """Write UTF-8 text atomically (a path or a URI); returns the path."""
+    return write_bytes(text.encode("utf-8"), path)
+
+
+def write_json(obj: Any, path: str | Path) -> str:
+    """Write JSON atomically (UTF-8, indented; a path or a URI); returns the path."""
     return write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
-def write_parquet(table: pa.Table, path: str | Path) -> Path:
-    """Write a Parquet file atomically; returns the path."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
+def write_parquet(table: pa.Table, path: str | Path) -> str:
+    """Write a Parquet file atomically (a path or a URI); returns the path."""
+    if storage.is_uri(str(path)):
+        storage.write_table(table, str(path))
+    else:
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    return str(path)
 
 
-def writable_dir(path: str | Path, what: str) -> Path:
-    """Create `path` and write a file there; one-line DeliftError (`what: ...`) if either fails."""
-    path = Path(path)
+def writable_dir(path: str | Path, what: str) -> str:
+    """Create `path` (a path or a URI) and write a file there; one-line DeliftError
+    (`what: ...`) if either fails."""
+    path = str(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / ".write-check") as tmp:
-            tmp.write_bytes(b"")
-        (path / ".write-check").unlink()
+        if storage.is_uri(path):
+            fs, inner = storage.resolve(path, what)
+            fs.create_dir(inner, recursive=True)
+            probe = f"{inner.rstrip('/')}/.write-check-{uuid.uuid4().hex[:8]}"
+            with fs.open_output_stream(probe) as out:
+                out.write(b"")
+            fs.delete_file(probe)
+        else:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            with atomic_path(Path(path, ".write-check")) as tmp:
+                tmp.write_bytes(b"")
+            Path(path, ".write-check").unlink()
     except OSError as e:
-        raise DeliftError(f"{what}: cannot write to {path}: {e.strerror or e}") from None
+        raise write_error(what, path, e) from None
     return path
 
 
-def prepare_output_dir(output_dir: str | Path) -> Path:
+def write_error(what: str, path: str | Path, e: OSError) -> DeliftError:
+    """The one-line error for a failed write under `path` (a URI shown without its query)."""
+    return DeliftError(
+        f"{what}: cannot write to {storage.display(str(path))}: {e.strerror or first_line(e)}"
+    )
+
+
+def prepare_output_dir(output_dir: str | Path) -> str:
     """Create a command's output_dir and check it is writable, before any work is done."""
     return writable_dir(output_dir, "output")
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -85,7 +113,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | Path) -> None:
     """Make the rename durable; some platforms cannot open a directory, which is fine."""
     try:
         fd = os.open(directory, os.O_RDONLY)

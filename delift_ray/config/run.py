@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from delift_ray import storage
 from delift_ray.config.sections import (
     ActorPoolConfig,
     CompareConfig,
@@ -85,6 +85,7 @@ def validate(cfg: Config, sections: Iterable[str] = ALL_SECTIONS) -> None:
     """Check output_dir and the values of `sections` that are wrong whatever the data."""
     if not cfg.output_dir:
         raise ConfigError("config: output_dir must not be empty")
+    storage.check(cfg.output_dir, "output_dir")
     for name in sections:
         if name == RUN:
             validate_run(cfg)
@@ -142,7 +143,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def store_uri(cfg: Config) -> str:
     """The block store location: store.uri, or <output_dir>/store."""
-    return cfg.store.uri or str(Path(cfg.output_dir) / "store")
+    return cfg.store.uri or storage.join(cfg.output_dir, "store")
 
 
 def resolve_budget(budget: float | int, n: int) -> int:

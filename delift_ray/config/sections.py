@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from delift_ray import storage
 from delift_ray.errors import ConfigError
 
 PLAIN_TEMPLATE = (
@@ -48,6 +49,12 @@ def check_at_least(section: object, key: str, names: tuple[str, ...], low: float
             raise ConfigError(f"config: {key}.{name} must be >= {low}")
 
 
+def check_paths(section: object, key: str, names: tuple[str, ...]) -> None:
+    """ConfigError naming the first of `names` in `section` that is a URI no filesystem takes."""
+    for name in names:
+        storage.check(getattr(section, name), f"{key}.{name}")
+
+
 class Section:
     """A config section; subclasses check their own values."""
 
@@ -72,7 +79,8 @@ class DataConfig(Section):
         """The path is given and exists (or is a URI); the response template shows the output."""
         if not self.path:
             raise ConfigError(f"config: {key}.path is required")
-        if "://" not in self.path and not Path(self.path).exists():
+        check_paths(self, key, ("path",))
+        if not storage.is_uri(self.path) and not Path(self.path).exists():
             raise ConfigError(f"config: {key}.path does not exist: {self.path}")
         if self.format == "alpaca" and "{" + self.output_field + "}" not in self.response_template:
             raise ConfigError(
@@ -93,7 +101,8 @@ class ModelConfig(Section):
     max_length: int | None = None
 
     def validate(self, key: str) -> None:
-        """A context limit, if given, of at least 8 tokens."""
+        """A context limit, if given, of at least 8 tokens; a URI path names a filesystem."""
+        check_paths(self, key, ("path",))
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
 
@@ -188,6 +197,10 @@ class StoreConfig(Section):
 
     uri: str = ""
 
+    def validate(self, key: str) -> None:
+        """A URI, if given, names a filesystem."""
+        check_paths(self, key, ("uri",))
+
 
 @dataclass
 class SelectionConfig(Section):
@@ -246,7 +259,9 @@ class TrainConfig(Section):
     output_model: str = ""
 
     def validate(self, key: str) -> None:
-        """Counts >= 1, lr and lora_alpha > 0, dropout in [0, 1), max_failures >= -1."""
+        """Counts >= 1, lr and lora_alpha > 0, dropout in [0, 1), max_failures >= -1, URIs that
+        name a filesystem."""
+        check_paths(self, key, ("subset", "storage_path", "output_model"))
         check_at_least(self, key, ("epochs", "batch_size", "workers", "lora_r"), 1)
         if self.max_length < 8:
             raise ConfigError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
@@ -273,6 +288,7 @@ class EvalConfig(ActorPoolConfig):
     def validate(self, key: str) -> None:
         """Token and batch counts >= 1, the actor pool, and the test set if given."""
         check_at_least(self, key, ("max_new_tokens", "batch_size"), 1)
+        check_paths(self, key, ("model_path",))
         super().validate(key)
         if self.test is not None:
             self.test.validate(f"{key}.test")
@@ -284,6 +300,10 @@ class RefreshConfig(Section):
 
     root: str = "runs/refresh"
     mode: Literal["full", "continual"] = "full"
+
+    def validate(self, key: str) -> None:
+        """The root, if a URI, names a filesystem."""
+        check_paths(self, key, ("root",))
 
 
 @dataclass

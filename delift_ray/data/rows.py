@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from delift_ray import storage
 from delift_ray.data.examples import type_name
 from delift_ray.data.json_array import array_values
 from delift_ray.errors import DeliftError, first_line
@@ -61,13 +62,13 @@ def _list_files(path: str) -> tuple[pafs.FileSystem, list[InputFile], str]:
     """The filesystem, the input's files in reading order, and their kind."""
     fs, root, info = _open_root(path)
     if info.type == pafs.FileType.NotFound:
-        raise DeliftError(f"data: path not found: {path}")
+        raise DeliftError(f"data: path not found: {storage.display(path)}")
     if info.type == pafs.FileType.File:
         kind = _kind(info.base_name)
         if kind is None:
             raise DeliftError(f"data: {path} is not {_KINDS_TEXT}{_arrow_hint(info.base_name)}")
-        return fs, [InputFile(path, root)], kind
-    base = path.rstrip("/")
+        return fs, [InputFile(storage.display(path), root)], kind
+    base = storage.display(path).rstrip("/")
     names = {f.base_name for f in _listing(fs, root, path, recursive=False)}
     if HF_DICT in names:
         raise DeliftError(_dataset_dict_message(fs, root, base))
@@ -78,14 +79,11 @@ def _list_files(path: str) -> tuple[pafs.FileSystem, list[InputFile], str]:
 
 def _open_root(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
     """The filesystem of `path`, its path there, and what it is."""
+    fs, root = storage.resolve(path, "data path")
     try:
-        if "://" in path:
-            fs, root = pafs.FileSystem.from_uri(path)
-        else:
-            fs, root = pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
         return fs, root, fs.get_file_info(root)
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise DeliftError(f"data: cannot open {path}: {first_line(e)}") from None
+        raise DeliftError(f"data: cannot open {storage.display(path)}: {first_line(e)}") from None
 
 
 def _listing(fs: pafs.FileSystem, root: str, path: str, recursive: bool) -> list[pafs.FileInfo]:

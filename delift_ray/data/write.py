@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from delift_ray.data.examples import ExampleSet, Reject
-from delift_ray.files import atomic_path, atomic_write_bytes
+from delift_ray.files import write_bytes, write_parquet
 
 REJECT_SCHEMA = pa.schema([("source", pa.string()), ("row", pa.int64()), ("reason", pa.string())])
 
@@ -30,16 +29,15 @@ def reject_table(rejects: list[Reject]) -> pa.Table:
 
 
 def write_subset(es: ExampleSet, ids: Sequence[str], path: str | Path) -> None:
-    """Write the original records of `ids`, in that order, atomically, in the input's format."""
+    """Write the original records of `ids`, in that order, atomically, in the input's format
+    (a path or a URI)."""
     by_id = {e.id: e.record for e in es.examples}
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise KeyError(f"write_subset: unknown example id {missing[0]!r}")
     records = [by_id[i] for i in ids]
     if es.format == "parquet":
-        table = pa.Table.from_pylist(records, schema=es.schema)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+        write_parquet(pa.Table.from_pylist(records, schema=es.schema), path)
     else:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        atomic_write_bytes(path, lines.encode("utf-8"))
+        write_bytes(lines.encode("utf-8"), path)

@@ -16,13 +16,17 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyarrow.fs import FileType
+
+from delift_ray import storage
+from delift_ray.commit import committed_dir, staged
 from delift_ray.config import Config, DataConfig, ModelConfig, TrainConfig, config_to_dict
 from delift_ray.data.chat import chat_template
 from delift_ray.data.read import read_examples
@@ -58,30 +62,30 @@ RUN_INDEPENDENT = ("subset", "storage_path", "max_failures", "output_model", "us
 class TrainResult:
     """Where the trained model and the manifest went, and the manifest's contents."""
 
-    model_dir: Path
-    manifest_path: Path
+    model_dir: str
+    manifest_path: str
     manifest: dict[str, Any]
 
 
 def subset_path(train: TrainConfig, data: DataConfig) -> str:
-    """The rows to train on: train.subset (a file, or a selection's output_dir), else data.path."""
+    """The rows to train on: train.subset (a file, or a selection's output_dir: the subset it
+    committed), else data.path."""
     path = train.subset or data.path
-    if "://" not in path and Path(path).is_dir():
-        found = [Path(path, name) for name in SUBSET_FILES if Path(path, name).is_file()]
-        if found:
-            return str(found[0])
-    return path
+    done = committed_dir(path) if storage.info(path).type == FileType.Directory else None
+    found = [storage.join(done, n) for n in SUBSET_FILES] if done is not None else []
+    return next((f for f in found if storage.is_file(f)), path)
 
 
-def output_model_path(train: TrainConfig, output_dir: str) -> Path:
+def output_model_path(train: TrainConfig, output_dir: str) -> str:
     """Where the trained model is saved: train.output_model, else <output_dir>/model."""
-    return Path(train.output_model or Path(output_dir, "model")).expanduser()
+    path = train.output_model or storage.join(output_dir, "model")
+    return path if storage.is_uri(path) else os.path.expanduser(path)
 
 
 def storage_path(train: TrainConfig, output_dir: str) -> str:
     """Ray Train's storage: train.storage_path (absolute path or URI), else <output_dir>/train."""
-    path = train.storage_path or str(Path(output_dir, "train"))
-    return path if "://" in path else str(Path(path).expanduser().absolute())
+    path = train.storage_path or storage.join(output_dir, "train")
+    return path if storage.is_uri(path) else os.path.abspath(os.path.expanduser(path))
 
 
 @run_scope()
@@ -111,7 +115,7 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         raise DeliftError(f"train: no row of {source} fits in {limit} tokens (or none is usable)")
     base = fingerprint(cfg.model)
     name = run_name(cfg.train, base, rows.ids, layout, limit)
-    storage = storage_path(cfg.train, cfg.output_dir)
+    storage_at = storage_path(cfg.train, cfg.output_dir)
     fit_start = time.perf_counter()
     t = cfg.train
     worker_inputs = {
@@ -128,14 +132,14 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         use_gpu=t.use_gpu,
         max_failures=t.max_failures,
         name=name,
-        storage=storage,
+        storage=storage_at,
         hint="lower train.workers" + (", or set train.use_gpu: false" if t.use_gpu else ""),
     )
     fit_s = time.perf_counter() - fit_start
     model_dir = output_model_path(cfg.train, cfg.output_dir)
     with checkpoint.as_directory() as d:
         progress = json.loads(Path(d, PROGRESS).read_text())
-        export_model(cfg.model, cfg.train, Path(d, MODEL_STATE), model_dir)
+        model_fp = export_model(cfg.model, cfg.train, Path(d, MODEL_STATE), model_dir)
     tokens = sum(len(ids) for ids, _ in pairs)
     response = sum(len(ids) - n_prompt for ids, n_prompt in pairs)
     manifest = {
@@ -157,16 +161,15 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         "wall_s": round(time.perf_counter() - started, 3),
         "fit_s": round(fit_s, 3),
         "run_name": name,
-        "storage_path": storage,
+        "storage_path": storage_at,
         "checkpoint": checkpoint.path,
-        "output_model": str(model_dir),
+        "output_model": model_dir,
         "base_model_fingerprint": base,
-        "model_fingerprint": fingerprint(ModelConfig(path=str(model_dir), dtype=cfg.model.dtype)),
+        "model_fingerprint": model_fp,
         "versions": package_versions(),
         "config": config_to_dict(cfg),
     }
-    manifest_path = out / "train_manifest.json"
-    write_json(manifest, manifest_path)
+    manifest_path = write_json(manifest, storage.join(out, "train_manifest.json"))
     return TrainResult(model_dir=model_dir, manifest_path=manifest_path, manifest=manifest)
 
 
@@ -179,21 +182,29 @@ def run_name(
     return "train-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def export_model(model_cfg: ModelConfig, train: TrainConfig, state_file: Path, out: Path) -> None:
-    """Rebuild the model with the checkpoint's weights (LoRA merged) and save it to `out`."""
+def export_model(model_cfg: ModelConfig, train: TrainConfig, state_file: Path, out: str) -> str:
+    """Rebuild the model with the checkpoint's weights (LoRA merged) and save it to `out` (a path
+    or a URI) all or nothing; returns the saved model's fingerprint."""
     import torch
 
     model, tokenizer = build_model(model_cfg, train)
     load_trainable(model, torch.load(state_file, map_location="cpu", weights_only=True))
     if train.method == "lora":
         model = model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    local = not storage.is_uri(out)
+    if local:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    # On local disk the scratch directory sits beside `out`, so the final move is a rename.
+    with tempfile.TemporaryDirectory(dir=Path(out).parent if local else None) as scratch:
+        saved = Path(scratch, "model")
+        model.save_pretrained(saved)
+        tokenizer.save_pretrained(saved)
+        model_fp = fingerprint(ModelConfig(path=str(saved), dtype=model_cfg.dtype))
+        if not local:
+            with staged(out) as stage:
+                storage.copy_tree(str(saved), stage.directory)
+        else:
+            if os.path.exists(out):
+                shutil.rmtree(out)
+            os.replace(saved, out)
+    return model_fp

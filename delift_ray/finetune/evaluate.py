@@ -19,12 +19,12 @@ import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from delift_ray import storage
 from delift_ray.config import Config, EmbedderConfig, EvalConfig, ModelConfig, config_to_dict
 from delift_ray.data.examples import ChatParts, ExampleSet
 from delift_ray.data.read import read_examples
@@ -233,14 +233,14 @@ def _until(tokens: list[int], stops: list[int]) -> list[int]:
 class EvalResult:
     """Where the per-row outputs and the summary went, and the summary's contents."""
 
-    rows_path: Path
-    summary_path: Path
+    rows_path: str
+    summary_path: str
     summary: dict[str, Any]
 
 
 def model_path(cfg: Config) -> str:
     """The model to evaluate: eval.model_path, else the trained model."""
-    return cfg.eval.model_path or str(output_model_path(cfg.train, cfg.output_dir))
+    return cfg.eval.model_path or output_model_path(cfg.train, cfg.output_dir)
 
 
 @run_scope()
@@ -267,8 +267,7 @@ def run_eval(cfg: Config) -> EvalResult:
     generated = _generate(cfg.eval, cfg.templates.add_bos, model, test)
     gen_s = time.perf_counter() - gen_start
     table = _score(cfg.eval, cfg.embedder, test, generated)
-    rows_path, summary_path = out / "eval_rows.parquet", out / "eval.json"
-    write_parquet(table, rows_path)
+    rows_path = write_parquet(table, storage.join(out, "eval_rows.parquet"))
     summary = {
         "rows": len(test.examples),
         "metrics": _summarize(table),
@@ -283,7 +282,7 @@ def run_eval(cfg: Config) -> EvalResult:
         "versions": package_versions(),
         "config": config_to_dict(cfg),
     }
-    write_json(summary, summary_path)
+    summary_path = write_json(summary, storage.join(out, "eval.json"))
     return EvalResult(rows_path=rows_path, summary_path=summary_path, summary=summary)
 
 

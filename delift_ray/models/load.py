@@ -1,4 +1,5 @@
-"""Load the scoring model (any causal LM, by local path or hub id) safely, and fingerprint it."""
+"""Load the scoring model (any causal LM, by local path, object-store URI or hub id) safely, and
+fingerprint it."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 from safetensors import SafetensorError
 
+from delift_ray import storage
 from delift_ray.config import DataConfig, ModelConfig
 from delift_ray.data.chat import ChatTemplate, chat_template
 from delift_ray.errors import DeliftError, first_line
+from delift_ray.models.fetch import local_copy
 from delift_ray.models.offline import use_offline_hub
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
@@ -156,7 +159,7 @@ def with_absolute_path(cfg: ModelConfig) -> ModelConfig:
 def _source(cfg: ModelConfig) -> str:
     """The local directory or hub id to load from, after safety checks."""
     use_offline_hub()
-    local = Path(cfg.path).expanduser()
+    local = Path(local_copy(cfg.path) if storage.is_uri(cfg.path) else cfg.path).expanduser()
     if local.exists():
         _check_local_dir(local, cfg.allow_pickle_weights)
         return str(local)

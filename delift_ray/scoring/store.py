@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from delift_ray import storage
 from delift_ray.errors import DeliftError
 
 BLOCK_SCHEMA = pa.schema(
@@ -86,7 +86,7 @@ class BlockStore:
     """Parquet blocks of scored pairs for one scoring key."""
 
     def __init__(self, uri: str, key: str, kind: str = "pairs") -> None:
-        self.fs, root = _filesystem(uri)
+        self.fs, root = storage.resolve(uri, "store.uri")
         self.key = key
         self.dir = f"{root.rstrip('/')}/{key}/{kind}"
         self._created = False
@@ -174,15 +174,6 @@ class BlockStore:
         if table.schema != BLOCK_SCHEMA or meta.get(CHECKSUM_KEY) != checksum(table).encode():
             return None
         return table
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise DeliftError(f"store: unsupported store URI {uri!r}: {e}") from None
 
 
 def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from delift_ray import storage
 from delift_ray.config import (
     CompareConfig,
     Config,
@@ -146,7 +147,7 @@ def train_config(select: Config, seed: int) -> Config:
 
 def eval_config(train: Config) -> Config:
     """Evaluation of a fine-tuning run's model, in <arm>/seed<seed>/eval."""
-    model = str(output_model_path(train.train, train.output_dir))
+    model = output_model_path(train.train, train.output_dir)
     return dataclasses.replace(
         train,
         output_dir=str(Path(train.output_dir, "eval")),
@@ -157,7 +158,10 @@ def eval_config(train: Config) -> Config:
 def absolute_paths(cfg: Config) -> Config:
     """cfg with model.path and output_dir absolute: Ray Train workers run in a directory of their
     own, where a relative path would name nothing."""
-    model = dataclasses.replace(cfg.model, path=str(Path(cfg.model.path).absolute()))
+    path = cfg.model.path
+    model = dataclasses.replace(
+        cfg.model, path=path if storage.is_uri(path) else str(Path(path).absolute())
+    )
     return dataclasses.replace(cfg, model=model, output_dir=str(Path(cfg.output_dir).absolute()))
 
 
@@ -204,8 +208,10 @@ def run_compare(cfg: Config) -> CompareResult:
         raise ConfigError("config: compare needs model.path (the model to fine-tune)")
     if cfg.eval.test is None:
         raise ConfigError("config: compare needs eval.test.path (the held-out test set)")
+    if storage.is_uri(cfg.output_dir):
+        raise ConfigError("config: compare writes to a local output_dir (its inputs may be URIs)")
     cfg = absolute_paths(cfg)
-    root = prepare_output_dir(cfg.output_dir)
+    root = Path(prepare_output_dir(cfg.output_dir))
     arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
     runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}
     ran: Counter[str] = Counter()
@@ -234,7 +240,7 @@ def run_compare(cfg: Config) -> CompareResult:
         ),
     }
     lines = markdown_table(table, labels)
-    files["markdown"] = write_text(markdown(cfg, lines, seeds, files), root / "comparison.md")
+    files["markdown"] = Path(write_text(markdown(cfg, lines, seeds, files), root / "comparison.md"))
     return CompareResult(
         directory=root,
         files=files,

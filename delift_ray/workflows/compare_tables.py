@@ -57,7 +57,7 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
-    return write_text(buf.getvalue(), path)
+    return Path(write_text(buf.getvalue(), path))
 
 
 def _cell(value: Any) -> str:

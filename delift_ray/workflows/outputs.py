@@ -1,22 +1,20 @@
-"""Everything a run leaves in output_dir, each file written atomically, plus the manifest."""
+"""Everything a run leaves in output_dir, all or nothing (commit.staged), plus the manifest."""
 
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from delift_ray import storage
+from delift_ray.commit import staged
 from delift_ray.config import Config, config_to_dict
 from delift_ray.data.examples import ExampleSet
 from delift_ray.data.write import reject_table, write_subset
-from delift_ray.errors import DeliftError
-from delift_ray.files import atomic_path, prepare_output_dir, write_parquet
+from delift_ray.files import prepare_output_dir, write_error, write_parquet, write_text
 from delift_ray.selection.greedy import Selection
 from delift_ray.selection.methods import Draw, Kernels
 from delift_ray.selection.stages import STAGES
@@ -25,10 +23,10 @@ from delift_ray.versions import package_versions
 
 @dataclass
 class RunOutputs:
-    """Paths written by a run and the manifest's contents."""
+    """Where a run's committed files are (paths or URIs) and the manifest's contents."""
 
-    directory: Path
-    files: dict[str, Path]
+    directory: str
+    files: dict[str, str]
     manifest: dict[str, Any]
 
 
@@ -43,45 +41,45 @@ def write_outputs(
 ) -> RunOutputs:
     """Write selection, subset, rejects, utilities (if any), pool ids and the manifest.
 
-    All or nothing: every file is written under a temporary name first and the set is renamed
-    into place only when all writes succeeded (a full disk leaves the previous outputs intact).
+    All or nothing: the files are staged and committed together once every write succeeded
+    (a full disk, or a run killed while writing to an object store, leaves the previous outputs
+    the ones readers see).
     """
     out = prepare_output_dir(cfg.output_dir)
     pool = sets["pool"]
     chosen = [pool.ids[k] for k in picked.indices]
-    files = {
-        "selection": out / "selection.parquet",
-        "subset": out / f"subset.{pool.format}",
-        "rejects": out / "rejects.parquet",
-        "pool_ids": out / "pool_ids.parquet",
+    names = {
+        "selection": "selection.parquet",
+        "subset": f"subset.{pool.format}",
+        "rejects": "rejects.parquet",
+        "pool_ids": "pool_ids.parquet",
     }
     if kernels is not None and kernels.utilities is not None:
-        files["utilities"] = out / "utilities.parquet"
-    files["manifest"] = out / "manifest.json"
-    manifest = build_manifest(cfg, sets, picked, kernels, timings, fingerprint, files)
+        names["utilities"] = "utilities.parquet"
+    names["manifest"] = "manifest.json"
+    manifest = build_manifest(cfg, sets, picked, kernels, timings, fingerprint, names)
     manifest.update(extra_manifest or {})
     rejects = [r for s in sets.values() for r in s.rejects]
     try:
-        with ExitStack() as stage:
-            tmp = {k: stage.enter_context(atomic_path(p)) for k, p in files.items()}
-            pq.write_table(selection_table(chosen, picked), tmp["selection"])
+        with staged(out) as stage:
+            tmp = {k: stage.target(name) for k, name in names.items()}
+            write_parquet(selection_table(chosen, picked), tmp["selection"])
             write_subset(pool, chosen, tmp["subset"])
-            pq.write_table(reject_table(rejects), tmp["rejects"])
-            pq.write_table(pa.table({"id": pa.array(pool.ids, pa.string())}), tmp["pool_ids"])
+            write_parquet(reject_table(rejects), tmp["rejects"])
+            write_parquet(pa.table({"id": pa.array(pool.ids, pa.string())}), tmp["pool_ids"])
             if "utilities" in tmp:
-                pq.write_table(kernels.utilities, tmp["utilities"])  # type: ignore[union-attr]
-            text = json.dumps(manifest, indent=2, default=str) + "\n"
-            tmp["manifest"].write_text(text, encoding="utf-8")
+                write_parquet(kernels.utilities, tmp["utilities"])  # type: ignore[union-attr]
+            write_text(json.dumps(manifest, indent=2, default=str) + "\n", tmp["manifest"])
     except OSError as e:
-        raise DeliftError(f"output: cannot write to {out}: {e.strerror or e}") from None
-    return RunOutputs(directory=out, files=files, manifest=manifest)
+        raise write_error("output", out, e) from None
+    files = {k: stage.location(name) for k, name in names.items()}
+    return RunOutputs(directory=stage.directory, files=files, manifest=manifest)
 
 
-def write_rejects(output_dir: str | Path, sets: dict[str, ExampleSet]) -> Path:
+def write_rejects(output_dir: str, sets: dict[str, ExampleSet]) -> str:
     """Write rejects.parquet alone (a run that stops because no row was usable)."""
-    path = Path(output_dir) / "rejects.parquet"
-    write_parquet(reject_table([r for s in sets.values() for r in s.rejects]), path)
-    return path
+    table = reject_table([r for s in sets.values() for r in s.rejects])
+    return write_parquet(table, storage.join(output_dir, "rejects.parquet"))
 
 
 def selection_table(ids: list[str], picked: Selection | Draw) -> pa.Table:
@@ -108,7 +106,7 @@ def build_manifest(
     kernels: Kernels | None,
     timings: dict[str, float],
     fingerprint: str | None,
-    files: dict[str, Path],
+    files: dict[str, str],
 ) -> dict[str, Any]:
     """The run's record: config, versions, counts, timings, objective and its bound (None for a
     draw, whose optimizer is the method)."""
@@ -142,7 +140,7 @@ def build_manifest(
         "kernel": _kernel_stats(kernels),
         "timings_s": timings,
         "model_fingerprint": fingerprint,
-        "files": {k: p.name for k, p in files.items()},
+        "files": files,
         "versions": package_versions(),
         "config": config_to_dict(cfg),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -125,7 +126,7 @@ def test_eval_writes_rows_and_summary(tmp_path, tiny_model_dir, executor, reques
     assert all(isinstance(r["prediction"], str) for r in rows)
     assert all(0 <= r["rouge1"] <= 1 and -1 <= r["cosine"] <= 1.0001 for r in rows)
     assert all(math.isfinite(r["loss"]) and r["response_tokens"] >= 2 for r in rows)
-    summary = json.loads(result.summary_path.read_text())
+    summary = json.loads(Path(result.summary_path).read_text())
     assert summary["rows"] == 5 and summary["held_out_from"] == ["pool"]
     metrics = summary["metrics"]
     assert set(metrics) == {

@@ -133,7 +133,7 @@ def test_full_fine_tuning_on_two_workers_lowers_the_response_loss(
     )
     print(f"response loss on the 20 training rows: {before:.4f} -> {after:.4f}")
     assert after < before - 1.0
-    m = json.loads(result.manifest_path.read_text())
+    m = json.loads(Path(result.manifest_path).read_text())
     assert m["rows"] == 20 and m["too_long"] == 0 and m["epochs"] == 3
     assert len(m["losses"]) == 3 and m["losses"][-1] < m["losses"][0]
     assert m["attempt_start_epochs"] == [0]

@@ -37,14 +37,14 @@ def test_refresh_scores_only_pairs_touching_new_rows(tmp_path, tiny_model_dir):
     write_word_pool(pool, WORDS[:10])  # 20 rows
     first = refresh(tmp_path, pool, tiny_model_dir)
     root = tmp_path / "refresh"
-    assert first.directory == root / "run-0001"
+    assert first.directory == str(root / "run-0001")
     assert os.readlink(root / "latest") == "run-0001"
     assert first.manifest["kernel"]["pairs_scored"] == 20 * 20
     assert first.manifest["refresh"]["previous_run"] is None
 
     write_word_pool(pool, WORDS[:11])  # +2 rows (10%)
     second = refresh(tmp_path, pool, tiny_model_dir)
-    assert second.directory == root / "run-0002"
+    assert second.directory == str(root / "run-0002")
     assert os.readlink(root / "latest") == "run-0002"
     assert second.manifest["kernel"]["pairs_scored"] == 22 * 22 - 20 * 20
     assert second.manifest["refresh"]["rows_new"] == 2

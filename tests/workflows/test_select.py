@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -97,7 +98,7 @@ def kernel_from_file(util, kernel, row_ids, col_ids):
 
 def test_instruction_stage_outputs_are_consistent(tmp_path, files, tiny_model_dir):
     result = run_select(config(tmp_path, files, tiny_model_dir, "selection.optimizer=lazy"))
-    out = result.directory
+    out = Path(result.directory)
     sel = pq.read_table(out / "selection.parquet").to_pandas()
     util = pq.read_table(out / "utilities.parquet").to_pandas()
     rejects = pq.read_table(out / "rejects.parquet").to_pandas()
@@ -140,7 +141,7 @@ def test_cross_stages_match_their_objective(
     tmp_path, files, tiny_model_dir, stage, builder, cross_file
 ):
     result = run_select(config(tmp_path, files, tiny_model_dir, f"stage={stage}"))
-    out = result.directory
+    out = Path(result.directory)
     util = pq.read_table(out / "utilities.parquet").to_pandas()
     sel = pq.read_table(out / "selection.parquet").to_pandas()
     ids = list(dict.fromkeys(util[util["kernel"] == "pool"]["target_id"]))
@@ -183,8 +184,8 @@ def test_too_long_response_is_rejected_not_truncated(tmp_path, files, tiny_model
 
 def test_rerun_is_idempotent_and_budget_checked(tmp_path, files, tiny_model_dir):
     cfg = config(tmp_path, files, tiny_model_dir)
-    first = run_select(cfg).files["selection"].read_bytes()
-    assert run_select(cfg).files["selection"].read_bytes() == first
+    first = Path(run_select(cfg).files["selection"]).read_bytes()
+    assert Path(run_select(cfg).files["selection"]).read_bytes() == first
     with pytest.raises(DeliftError, match="larger than the pool"):
         run_select(config(tmp_path, files, tiny_model_dir, "budget=500"))
 
@@ -205,8 +206,8 @@ def test_delift_shuffled_selects_on_permuted_utilities_of_the_same_pairs(
         config(tmp_path, files, tiny_model_dir, store, "method=delift-shuffled", "seed=3")
     )
     assert result.manifest["kernel"]["pairs_scored"] == 0  # the same pairs, from the store
-    util = pq.read_table(result.directory / "utilities.parquet").to_pandas()
-    true = pq.read_table(real.directory / "utilities.parquet").to_pandas()
+    util = pq.read_table(Path(result.directory, "utilities.parquet")).to_pandas()
+    true = pq.read_table(Path(real.directory, "utilities.parquet")).to_pandas()
     assert util.equals(true)  # the table keeps the true utilities
 
     # documented: pool-kernel utilities permuted with numpy's default_rng([seed, 0])
@@ -222,7 +223,7 @@ def test_delift_shuffled_selects_on_permuted_utilities_of_the_same_pairs(
 def test_quota_shares_the_budget_equally_by_a_field(tmp_path, files, tiny_model_dir):
     cfg = config(tmp_path, files, tiny_model_dir, "method=quota", "selection.quota_by=kind")
     result = run_select(dataclasses.replace(cfg, budget=6))
-    subset = [json.loads(line) for line in result.files["subset"].read_text().splitlines()]
+    subset = [json.loads(line) for line in Path(result.files["subset"]).read_text().splitlines()]
     assert (
         sorted(r["kind"] for r in subset)
         == ["Repeat", "Repeat", "Reverse", "Reverse"] + ["Uppercase"] * 2

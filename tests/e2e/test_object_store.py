@@ -1,0 +1,178 @@
+"""Every path on a real S3-compatible server (moto_server on 127.0.0.1): select, refresh and
+train read their inputs from it and commit their outputs to it all or nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from delift_ray import storage
+from delift_ray.cli import main
+from delift_ray.commit import POINTER, committed_dir
+from delift_ray.config import DataConfig, TrainConfig, load_config
+from delift_ray.errors import DeliftError
+from delift_ray.finetune.driver import run_train, subset_path
+from delift_ray.finetune.evaluate import run_eval
+from delift_ray.workflows import outputs
+from delift_ray.workflows.refresh import run_refresh
+from delift_ray.workflows.select import run_select
+from tests.conftest import WORD_TASKS, WORDS
+
+
+def put_pool(s3, words):
+    """A JSONL pool of two word tasks x `words` on the server; returns its URI."""
+    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in WORD_TASKS for w in words]
+    uri = s3.fresh_uri("pool").replace("?", ".jsonl?", 1)
+    storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return uri
+
+
+def picks(directory):
+    return storage.read_table(storage.join(directory, "selection.parquet"))["id"].to_pylist()
+
+
+def test_select_on_s3_commits_all_or_nothing_and_reruns_from_the_store(
+    s3_server, tiny_model_dir, monkeypatch
+):
+    s3 = s3_server
+    pool, target, out = put_pool(s3, WORDS[:5]), put_pool(s3, WORDS[8:9]), s3.fresh_uri()
+    settings = [
+        f"data.path={pool}",
+        f"target.path={target}",
+        "stage=task",
+        f"model.path={tiny_model_dir}",
+        f"output_dir={out}",
+        "budget=3",
+        "scoring.executor=local",
+    ]
+    first = run_select(load_config(None, settings))
+    committed = committed_dir(out)
+    assert first.directory == committed and committed.startswith(out.split("?")[0] + "/runs/")
+    assert first.manifest["kernel"]["pairs_scored"] == 10 * 10 + 2 * 10  # pool x pool, target
+    files = s3.keys(out)
+    assert POINTER in files and any(k.startswith("store/") for k in files)  # the store is on S3
+    attempt = storage.name(committed)
+    assert {f"runs/{attempt}/{n}" for n in first.manifest["files"].values()} <= set(files)
+    assert len(picks(committed)) == 3
+
+    second = run_select(load_config(None, settings))  # a re-run: every pair from the store
+    assert second.manifest["kernel"]["pairs_scored"] == 0
+    assert picks(committed_dir(out)) == picks(committed)
+    pointer = s3.get(storage.join(out, POINTER))
+
+    # A run killed while writing its outputs (here: the subset write dies and, as after a kill,
+    # nothing cleans up): its files stay where no reader looks; latest still names the last.
+    def dies(pool_set, ids, path):
+        storage.write_bytes(path, b'{"partial": ')
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(outputs, "write_subset", dies)
+    monkeypatch.setattr("delift_ray.commit.Staging.abandon", lambda self: None)
+    with pytest.raises(DeliftError, match=r"^output: cannot write to s3://\S+: connection reset"):
+        run_select(load_config(None, [*settings, "seed=1"]))
+    assert s3.get(storage.join(out, POINTER)) == pointer
+    attempts = {k.split("/")[1] for k in s3.keys(out) if k.startswith("runs/")} - {""}
+    assert len(attempts) == 3  # the killed attempt's prefix is there, uncommitted
+    subset = subset_path(TrainConfig(subset=out), DataConfig(path=pool))
+    assert subset == storage.join(committed_dir(out), "subset.jsonl")
+    assert storage.read_text(subset).count("\n") == 3
+
+    monkeypatch.undo()  # the next commit removes the killed attempt and all but the last two
+    third = run_select(load_config(None, [*settings, "seed=1"]))
+    kept = {k.split("/")[1] for k in s3.keys(out) if k.startswith("runs/")} - {""}
+    assert kept == {storage.name(committed_dir(out)), attempt_of(pointer)}
+    assert third.directory == committed_dir(out)
+
+
+def attempt_of(pointer):
+    return json.loads(pointer)["run"].split("/")[1]
+
+
+def test_object_store_errors_are_one_line(s3_server, tiny_model_dir, capsys):
+    s3 = s3_server
+    pool = put_pool(s3, WORDS[:2])
+    base = ["--config", "pipelines/configs/instruction.yaml", "--set", "method=random"]
+
+    def run(*sets):
+        code = main(["select", *base, *(a for s in sets for a in ("--set", s))])
+        return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+    missing = s3.uri("run", bucket="no-such-bucket")
+    code, line = run(f"data.path={pool}", f"output_dir={missing}")
+    assert code == 1
+    assert line.startswith("delift-ray: error: output: cannot write to s3://no-such-bucket/run: ")
+    assert "Bucket 'no-such-bucket' not found" in line
+    code, line = run(f"data.path={s3.uri('pool.jsonl', bucket='no-such-bucket')}")
+    assert (code, line) == (
+        1,
+        "delift-ray: error: data: path not found: s3://no-such-bucket/pool.jsonl",
+    )
+    code, line = run(f"data.path={pool}", f"store.uri=s3:///store{s3.query}")
+    assert code == 2
+    assert line == (
+        "delift-ray: error: config: store.uri 's3:///store' is not usable: "
+        "Missing bucket name in S3 URI"
+    )
+
+
+def write_pool(uri, words):
+    rows = [{"instruction": t, "input": w, "output": f(w)} for t, f in WORD_TASKS for w in words]
+    storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def test_refresh_train_and_eval_with_every_path_on_s3(
+    s3_server, tiny_model_dir, ray_local, tmp_path, monkeypatch
+):
+    s3 = s3_server
+    pool = s3.fresh_uri("pool").replace("?", ".jsonl?", 1)
+    root = s3.fresh_uri("refresh")
+    refresh = [f"data.path={pool}", f"model.path={tiny_model_dir}", f"refresh.root={root}"]
+    refresh += ["budget=0.5", "scoring.executor=local"]
+    write_pool(pool, WORDS[:4])  # 8 rows
+    first = run_refresh(load_config(None, refresh))
+    assert first.manifest["kernel"]["pairs_scored"] == 8 * 8
+    write_pool(pool, WORDS[:5])  # +2 rows
+    second = run_refresh(load_config(None, refresh))
+    assert second.manifest["kernel"]["pairs_scored"] == 10 * 10 - 8 * 8  # only the new pairs
+    assert second.manifest["refresh"]["previous_run"] == storage.display(root) + "/run-0001"
+    assert json.loads(s3.get(storage.join(root, POINTER)))["run"] == "run-0002"
+    assert any(k.startswith("store/") for k in s3.keys(root))  # the shared store, on S3
+
+    # Fine-tune on that selection (its committed subset), Ray Train's storage and the model on S3.
+    out = s3.fresh_uri("train")
+    train = [f"data.path={pool}", f"model.path={tiny_model_dir}", f"output_dir={out}"]
+    train += [f"train.subset={storage.join(root, 'run-0002')}", "train.batch_size=4"]
+    result = run_train(load_config(None, [*train, "train.max_length=64"]))
+    m = result.manifest
+    assert m["subset"] == storage.join(
+        committed_dir(storage.join(root, "run-0002")), "subset.jsonl"
+    )
+    assert m["rows"] == 5
+    keys = s3.keys(out)
+    assert "train_manifest.json" in keys and f"model/{POINTER}" in keys
+    assert any(k.startswith(f"train/{m['run_name']}/checkpoint_") for k in keys)
+    assert json.loads(s3.get(storage.join(out, "train_manifest.json")))["rows"] == 5
+
+    # Evaluate the exported model straight from S3 (fetched once into the local cache) on a test
+    # set on S3, the results written to S3.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    test = s3.fresh_uri("test").replace("?", ".jsonl?", 1)
+    write_pool(test, WORDS[9:10])  # 2 rows, held out from the pool
+    evaluated = run_eval(
+        load_config(
+            None,
+            [
+                *train[:2],
+                f"output_dir={storage.join(out, 'eval')}",
+                f"eval.test.path={test}",
+                f"eval.model_path={result.model_dir}",
+                "eval.executor=local",
+                "eval.max_new_tokens=4",
+            ],
+        )
+    )
+    assert evaluated.summary["rows"] == 2
+    assert evaluated.summary["model_fingerprint"] == m["model_fingerprint"]  # the same weights
+    assert json.loads(s3.get(storage.join(out, "eval/eval.json")))["rows"] == 2
+    assert len(list((tmp_path / "cache" / "delift-ray" / "models").iterdir())) == 1
