@@ -9,6 +9,7 @@ from typing import Any
 
 from delift_ray import storage
 from delift_ray.config.sections import (
+    ActorPoolConfig,
     CompareConfig,
     DataConfig,
     EmbedderConfig,
@@ -90,6 +91,18 @@ def validate(cfg: Config, sections: Iterable[str] = ALL_SECTIONS) -> None:
             validate_run(cfg)
         else:
             getattr(cfg, name).validate(name)
+    for pool in ("scoring", "eval"):
+        if pool in sections:
+            check_gpu_device(cfg.model, getattr(cfg, pool), pool)
+
+
+def check_gpu_device(model: ModelConfig, pool: ActorPoolConfig, key: str) -> None:
+    """ConfigError for actors that would reserve a GPU and compute on the CPU."""
+    if pool.executor == "ray" and pool.gpus_per_actor > 0 and model.device == "cpu":
+        raise ConfigError(
+            f"config: {key}.gpus_per_actor is {pool.gpus_per_actor:g} but model.device is cpu "
+            "(each actor would hold a GPU and compute on the CPU); set model.device: auto or cuda"
+        )
 
 
 def validate_run(cfg: Config) -> None:

@@ -90,11 +90,12 @@ class DataConfig(Section):
 
 @dataclass
 class ModelConfig(Section):
-    """The causal LM that scores utilities."""
+    """The causal LM that scores utilities. `device: auto` is the GPU when the process has one (a
+    Ray actor has one when its pool reserves GPUs), else the CPU."""
 
     path: str = ""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
+    device: str = "auto"
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
     max_length: int | None = None

@@ -10,9 +10,20 @@ from typing import Any
 import pyarrow as pa
 
 
+@dataclass(frozen=True)
+class ChatParts:
+    """Where a chat-template row's data sits in its rendering: the last user message's text
+    (starting at `query_at` in x) and the assistant's reply (in y, as the template shows it)."""
+
+    query_at: int
+    query: str
+    reply: str
+
+
 @dataclass
 class Example:
-    """One usable row: content-hash id, rendered prompt and response, and where it came from."""
+    """One usable row: content-hash id, rendered prompt and response, and where it came from;
+    `chat` locates its data in x and y when a chat template rendered it."""
 
     id: str
     x: str
@@ -20,6 +31,7 @@ class Example:
     source: str
     row: int
     record: dict[str, Any]
+    chat: ChatParts | None = None
 
 
 @dataclass
@@ -40,6 +52,7 @@ class ExampleSet:
     duplicates: dict[str, int]
     schema: pa.Schema | None
     format: str
+    rendering: str = "prompt template"  # or "chat template", "role lines" (data/chat.py)
 
     @property
     def ids(self) -> list[str]:
@@ -57,6 +70,11 @@ class ExampleSet:
         return [e.y for e in self.examples]
 
     @property
+    def chats(self) -> list[ChatParts | None]:
+        """Chat parts (None for rows no chat template rendered), in order."""
+        return [e.chat for e in self.examples]
+
+    @property
     def n_rows_read(self) -> int:
         """Rows read: usable + rejected + dropped duplicate copies (blank JSONL lines excluded)."""
         return len(self.examples) + len(self.rejects) + sum(self.duplicates.values())
@@ -64,6 +82,18 @@ class ExampleSet:
 
 class BadRow(Exception):
     """A row-level problem; its message is the reject reason."""
+
+
+def embedding_texts(
+    xs: list[str], ys: list[str], chat: list[ChatParts | None] | None = None
+) -> list[str]:
+    """What an embedding of each example reads: x + y, or a chat-template row's last user
+    message and reply (the template's text, the same in every row, would only blur them)."""
+    parts = chat if chat is not None else [None] * len(xs)
+    return [
+        f"{c.query}\n{c.reply}" if c is not None else x + y
+        for x, y, c in zip(xs, ys, parts, strict=True)
+    ]
 
 
 def example_id(x: str, y: str) -> str:

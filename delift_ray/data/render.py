@@ -1,5 +1,6 @@
 """Rows -> (prompt x, response y): alpaca fields through the prompt and response templates, or
-chat messages. A row that cannot be rendered raises BadRow with the reject reason."""
+chat messages (through the model's chat template when it has one, see chat.py, else as
+`role: content` lines). A row that cannot be rendered raises BadRow with the reject reason."""
 
 from __future__ import annotations
 
@@ -8,19 +9,37 @@ from collections.abc import Callable
 from typing import Any
 
 from delift_ray.config import DataConfig
-from delift_ray.data.examples import BadRow, type_name
+from delift_ray.data.chat import (
+    CHAT_TEMPLATE,
+    PROMPT_TEMPLATE,
+    ROLE_LINES,
+    ChatTemplate,
+    message_text,
+)
+from delift_ray.data.examples import BadRow, ChatParts, type_name
 from delift_ray.errors import DeliftError
 
+Rendered = tuple[str, str, ChatParts | None]
 
-def renderer(cfg: DataConfig) -> Callable[[dict[str, Any]], tuple[str, str]]:
-    """The function that turns a record into (x, y) or raises BadRow with the reason."""
+
+def rendering(cfg: DataConfig, chat: ChatTemplate | None) -> str:
+    """How a set's rows are rendered: prompt template, chat template or role lines."""
+    if cfg.format != "messages":
+        return PROMPT_TEMPLATE
+    return CHAT_TEMPLATE if chat is not None else ROLE_LINES
+
+
+def renderer(
+    cfg: DataConfig, chat: ChatTemplate | None = None
+) -> Callable[[dict[str, Any]], Rendered]:
+    """The function that turns a record into (x, y, chat parts or None) or raises BadRow."""
     if cfg.format == "messages":
-        return lambda record: _render_messages(record, cfg.messages_field)
+        return lambda record: _render_messages(record, cfg.messages_field, chat)
     prompt_names = {"instruction", "input", cfg.instruction_field, cfg.input_field}
     response_names = {"output", cfg.output_field}
     _check_template(cfg.prompt_template, prompt_names, "prompt_template")
     _check_template(cfg.response_template, response_names, "response_template")
-    return lambda record: _render_alpaca(record, cfg)
+    return lambda record: (*_render_alpaca(record, cfg), None)
 
 
 def _check_template(template: str, names: set[str], key: str) -> None:
@@ -53,11 +72,10 @@ def _render_alpaca(record: dict[str, Any], cfg: DataConfig) -> tuple[str, str]:
     return cfg.prompt_template.format_map(prompt), cfg.response_template.format_map(response)
 
 
-def _render_messages(record: dict[str, Any], field: str) -> tuple[str, str]:
-    """y = " " + the last (assistant) turn; x = each earlier turn as "{role}: {content}\\n".
-
-    No "assistant:" cue is appended to x: the scoring templates frame the response themselves.
-    """
+def _render_messages(record: dict[str, Any], field: str, chat: ChatTemplate | None) -> Rendered:
+    """Through the chat template if given; else y = " " + the last (assistant) turn and x = each
+    earlier turn as "{role}: {content}\\n" (no "assistant:" cue: the scoring templates frame the
+    response themselves). Content may be a string or a list of text parts."""
     if field not in record or record[field] is None:
         raise BadRow(f"missing field '{field}'")
     turns = record[field]
@@ -65,14 +83,7 @@ def _render_messages(record: dict[str, Any], field: str) -> tuple[str, str]:
         raise BadRow(f"field '{field}' must be a list of messages, got {type_name(turns)}")
     if not turns:
         raise BadRow(f"field '{field}' is empty")
-    for k, turn in enumerate(turns):
-        where = f"{field}[{k}]"
-        if not isinstance(turn, dict):
-            raise BadRow(f"{where} must be an object with role and content, got {type_name(turn)}")
-        for key in ("role", "content"):
-            if key not in turn:
-                raise BadRow(f"{where} has no '{key}'")
-            _check_string(turn[key], f"{where}.{key}")
+    turns = [_turn(turn, f"{field}[{k}]") for k, turn in enumerate(turns)]
     *context, last = turns
     if last["role"] != "assistant":
         raise BadRow(f"last message must have role 'assistant', got {last['role']!r}")
@@ -80,7 +91,22 @@ def _render_messages(record: dict[str, Any], field: str) -> tuple[str, str]:
         raise BadRow("empty response")
     if not context:
         raise BadRow("no messages before the assistant reply")
-    return "".join(f"{t['role']}: {t['content']}\n" for t in context), " " + last["content"]
+    if chat is not None:
+        return chat.render(turns, field)
+    return "".join(f"{t['role']}: {t['content']}\n" for t in context), " " + last["content"], None
+
+
+def _turn(turn: Any, where: str) -> dict[str, str]:
+    """A message as {"role", "content"} strings (text parts joined); BadRow if it is not one."""
+    if not isinstance(turn, dict):
+        raise BadRow(f"{where} must be an object with role and content, got {type_name(turn)}")
+    for key in ("role", "content"):
+        if key not in turn:
+            raise BadRow(f"{where} has no '{key}'")
+    _check_string(turn["role"], f"{where}.role")
+    content = message_text(turn["content"], f"{where}.content")
+    _check_string(content, f"{where}.content")
+    return {"role": turn["role"], "content": content}
 
 
 def _text(record: dict[str, Any], name: str, *, required: bool) -> str:

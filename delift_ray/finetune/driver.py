@@ -28,6 +28,7 @@ from pyarrow.fs import FileType
 from delift_ray import storage
 from delift_ray.commit import committed_dir, staged
 from delift_ray.config import Config, DataConfig, ModelConfig, TrainConfig, config_to_dict
+from delift_ray.data.chat import chat_template
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
 from delift_ray.distributed.train_gang import fit_gang
@@ -103,11 +104,12 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         optional_import("peft", "train", "train.method: lora")
     out = prepare_output_dir(cfg.output_dir)
     source = subset_path(cfg.train, cfg.data)
-    rows = read_examples(dataclasses.replace(cfg.data, path=source))
     tokenizer = load_tokenizer(cfg.model)
+    chat = chat_template(tokenizer) if cfg.data.format == "messages" else None
+    rows = read_examples(dataclasses.replace(cfg.data, path=source), chat)
     limit = min(cfg.train.max_length, max_length(cfg.model, model_config(cfg.model), tokenizer))
     layout = Layout.of(tokenizer, cfg.templates.add_bos)
-    encoded = encode_pairs(tokenizer, layout, rows.xs, rows.ys, limit)
+    encoded = encode_pairs(tokenizer, layout, rows.xs, rows.ys, limit, rows.chats)
     pairs = [p for p in encoded if p is not None]
     if not pairs:
         raise DeliftError(f"train: no row of {source} fits in {limit} tokens (or none is usable)")
@@ -146,6 +148,7 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         "rows_read": rows.n_rows_read,
         "rejected": len(rows.rejects),
         "too_long": len(encoded) - len(pairs),
+        "rendering": rows.rendering,
         "method": cfg.train.method,
         "epochs": cfg.train.epochs,
         "workers": cfg.train.workers,

@@ -4,8 +4,11 @@ in-process), then metrics.
 The test set must share no example id (content hash of the rendered x, y) with the pool, target
 or existing set. Each actor loads the model once; per batch it generates greedily from
 ``[BOS] x EOS`` (left-padded, stopping at EOS or max_new_tokens) and computes the teacher-forced
-NLL of the reference in the training layout ``[BOS] x EOS y EOS``. Per row: exact match
-(normalised), ROUGE-1 and ROUGE-L F, embedding cosine of prediction and reference, response loss.
+NLL of the reference in the training layout ``[BOS] x EOS y EOS``. A chat row its model's chat
+template rendered is generated from x as the model is served (the prompt scoring uses, nothing
+added), stopping at EOS or at the template's end-of-turn token; its loss is that of y after x and
+its reference is the assistant's reply. Per row: exact match (normalised), ROUGE-1 and ROUGE-L
+F, embedding cosine of prediction and reference, response loss.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow as pa
 
 from delift_ray import storage
 from delift_ray.config import Config, EmbedderConfig, EvalConfig, ModelConfig, config_to_dict
-from delift_ray.data.examples import ExampleSet
+from delift_ray.data.examples import ChatParts, ExampleSet
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.maps import actor_map
 from delift_ray.distributed.session import run_scope
@@ -31,9 +34,24 @@ from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.extras import optional_import
 from delift_ray.files import prepare_output_dir, write_json, write_parquet
 from delift_ray.finetune.driver import output_model_path
-from delift_ray.finetune.layout import Layout, collate, encode_pairs, response_nll, tokenize
+from delift_ray.finetune.layout import (
+    Layout,
+    collate,
+    encode_pairs,
+    response_nll,
+    served_prompt,
+    tokenize,
+    tokenize_rows,
+)
 from delift_ray.models.embed import embed_texts
-from delift_ray.models.load import fingerprint, load_model, load_tokenizer, max_length, model_config
+from delift_ray.models.load import (
+    fingerprint,
+    load_chat_template,
+    load_model,
+    load_tokenizer,
+    max_length,
+    model_config,
+)
 from delift_ray.versions import package_versions
 
 _SPACES = re.compile(r"\s+")
@@ -108,20 +126,33 @@ class Generator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Predictions, per-row mean reference NLL (NaN if too long) and reference tokens."""
         xs, ys = [str(x) for x in batch["x"]], [str(y) for y in batch["y"]]
-        loss, tokens = self.losses(xs, ys)
+        chat = [
+            ChatParts(int(at), str(q), "") if int(at) >= 0 else None
+            for at, q in zip(batch["query_at"], batch["query"], strict=True)
+        ]
+        loss, tokens = self.losses(xs, ys, chat)
         return {
             "id": batch["id"],
-            "prediction": np.array(self.generate(xs), dtype=object),
+            "prediction": np.array(self.generate(xs, chat, ys), dtype=object),
             "loss": loss,
             "response_tokens": tokens,
         }
 
-    def generate(self, xs: Sequence[str]) -> list[str]:
-        """Greedy continuations of [BOS] x EOS, left-padded, cut at the first EOS."""
+    def generate(
+        self,
+        xs: Sequence[str],
+        chat: Sequence[ChatParts | None] | None = None,
+        ys: Sequence[str] = (),
+    ) -> list[str]:
+        """Greedy continuations of [BOS] x EOS (x for rows with chat parts), left-padded, cut at
+        the first EOS or, for chat rows, at a special token their reference y holds (the end of
+        their turn)."""
         import torch
 
-        room = self.limit - self.max_new_tokens
-        prompts = [self.layout.prompt(x, room) for x in tokenize(self.tokenizer, xs)]
+        parts = list(chat) if chat is not None else [None] * len(xs)
+        prompts = self.prompts(xs, parts)
+        served = [c is not None for c in parts]
+        stops = sorted({self.layout.eos, *self._turn_ends(ys, served)})
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -137,19 +168,39 @@ class Generator:
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 num_beams=1,
-                eos_token_id=self.layout.eos,
+                eos_token_id=stops,
                 pad_token_id=pad,
             )
         new = out[:, width:].tolist()
-        return [
-            self.tokenizer.decode(_until(t, self.layout.eos), skip_special_tokens=True) for t in new
-        ]
+        return [self.tokenizer.decode(_until(t, stops), skip_special_tokens=True) for t in new]
 
-    def losses(self, xs: Sequence[str], ys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def prompts(self, xs: Sequence[str], chat: Sequence[ChatParts | None]) -> list[list[int]]:
+        """The token ids generation starts from, leaving room for max_new_tokens: [BOS] x EOS
+        cut from x's left, or a chat row's x as scoring cuts it (its last tokens if even its
+        template's text does not fit)."""
+        room = self.limit - self.max_new_tokens
+        x_ids = tokenize_rows(self.tokenizer, xs, [c is not None for c in chat])
+        out = []
+        for x, ids, c in zip(xs, x_ids, chat, strict=True):
+            if c is None:
+                out.append(self.layout.prompt(ids, room))
+            else:
+                out.append(served_prompt(self.tokenizer, x, ids, c, room) or ids[-room:])
+        return out
+
+    def _turn_ends(self, ys: Sequence[str], served: Sequence[bool]) -> set[int]:
+        """The special tokens served rows' references hold: where the template ends a turn."""
+        texts = [y for y, s in zip(ys, served, strict=False) if s]
+        special = set(self.tokenizer.all_special_ids)
+        return {t for ids in tokenize(self.tokenizer, texts, served=True) for t in ids} & special
+
+    def losses(
+        self, xs: Sequence[str], ys: Sequence[str], chat: Sequence[ChatParts | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-row mean NLL of each reference given its prompt, and its scored token count."""
         import torch
 
-        pairs = encode_pairs(self.tokenizer, self.layout, xs, ys, self.limit)
+        pairs = encode_pairs(self.tokenizer, self.layout, xs, ys, self.limit, chat)
         loss = np.full(len(pairs), np.nan)
         tokens = np.zeros(len(pairs), np.int64)
         fit = [k for k, p in enumerate(pairs) if p is not None]
@@ -163,8 +214,15 @@ class Generator:
         return loss, tokens
 
 
-def _until(tokens: list[int], eos: int) -> list[int]:
-    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+def references(test: ExampleSet) -> list[str]:
+    """What predictions are compared with: y, or a chat-template row's reply (without the
+    template's end-of-turn text)."""
+    return [e.chat.reply if e.chat is not None else e.y for e in test.examples]
+
+
+def _until(tokens: list[int], stops: list[int]) -> list[int]:
+    ends = [tokens.index(s) for s in stops if s in tokens]
+    return tokens[: min(ends)] if ends else tokens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,12 +250,13 @@ def run_eval(cfg: Config) -> EvalResult:
     if cfg.eval.test is None:
         raise ConfigError("config: eval needs eval.test.path (the held-out test set)")
     out = prepare_output_dir(cfg.output_dir)
-    test = read_examples(cfg.eval.test)
+    model = dataclasses.replace(cfg.model, path=model_path(cfg))
     others = {"pool": cfg.data, "target": cfg.target, "existing": cfg.existing}
-    check_disjoint(test, {k: read_examples(d) for k, d in others.items() if d is not None})
+    chat = load_chat_template(model, [cfg.eval.test, *others.values()])
+    test = read_examples(cfg.eval.test, chat)
+    check_disjoint(test, {k: read_examples(d, chat) for k, d in others.items() if d is not None})
     if not test.examples:
         raise DeliftError(f"eval: the test set {cfg.eval.test.path} has no usable rows")
-    model = dataclasses.replace(cfg.model, path=model_path(cfg))
     limit = max_length(model, model_config(model), load_tokenizer(model))
     if limit - cfg.eval.max_new_tokens < 3:
         raise DeliftError(
@@ -215,6 +274,7 @@ def run_eval(cfg: Config) -> EvalResult:
         "test": cfg.eval.test.path,
         "held_out_from": [k for k, d in others.items() if d is not None],
         "model_path": model.path,
+        "rendering": test.rendering,
         "model_fingerprint": fingerprint(model),
         "executor": cfg.eval.executor,
         "generate_s": round(gen_s, 3),
@@ -230,7 +290,16 @@ def _generate(
     e: EvalConfig, add_bos: str, model: ModelConfig, test: ExampleSet
 ) -> dict[str, dict[str, Any]]:
     """Generator outputs per test id, from an actor pool or in-process."""
-    rows = [{"id": x.id, "x": x.x, "y": x.y} for x in test.examples]
+    rows = [
+        {
+            "id": e.id,
+            "x": e.x,
+            "y": e.y,
+            "query_at": e.chat.query_at if e.chat is not None else -1,
+            "query": e.chat.query if e.chat is not None else "",
+        }
+        for e in test.examples
+    ]
     if e.executor == "local":
         gen = Generator(model, add_bos, e.max_new_tokens)
         records = []
@@ -244,7 +313,7 @@ def _generate(
 
 
 def _generate_on_ray(
-    e: EvalConfig, add_bos: str, model: ModelConfig, rows: list[dict[str, str]]
+    e: EvalConfig, add_bos: str, model: ModelConfig, rows: list[dict[str, Any]]
 ) -> list[dict]:
     kwargs = {
         "model": model,
@@ -260,7 +329,7 @@ def _score(
     e: EvalConfig, embedder: EmbedderConfig, test: ExampleSet, generated: dict[str, dict[str, Any]]
 ) -> pa.Table:
     """Per-row table: id, prediction, reference, metrics, reference loss and token count."""
-    ids, refs = test.ids, test.ys
+    ids, refs = test.ids, references(test)
     preds = [str(generated[i]["prediction"]) for i in ids]
     cols: dict[str, Any] = {"id": ids, "prediction": preds, "reference": refs}
     if e.exact_match:

@@ -2,7 +2,9 @@
 
 Every example is laid out as ``[BOS] x EOS y EOS`` (the scoring layout without a template); the
 labels are -100 on BOS, the prompt and its EOS, so the loss covers the response and the final
-EOS.
+EOS. A chat row its model's chat template rendered is laid out as scoring lays it out, as the
+model is served: ``x y``, tokenized with the template's special tokens, nothing added; the loss
+covers y (the reply and the template's end-of-turn tokens).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from delift_ray.scoring.templates import wants_bos
+from delift_ray.data.examples import ChatParts
+from delift_ray.scoring.templates import cut_query, tokenize_text, wants_bos
 
 IGNORE = -100
 
@@ -45,19 +48,55 @@ class Layout:
         return [*prompt, *y, self.eos], len(prompt)
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text, without special tokens."""
+def tokenize(tokenizer: Any, texts: Sequence[str], served: bool = False) -> list[list[int]]:
+    """Token ids of each text, without special tokens (a chat template's rendering, `served`,
+    with its special tokens, as scoring tokenizes it)."""
     if not texts:
         return []
+    if served:
+        return tokenize_text(tokenizer, list(texts), served=True)["input_ids"]
     return tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
 
+def tokenize_rows(tokenizer: Any, texts: Sequence[str], served: Sequence[bool]) -> list[list[int]]:
+    """Token ids of each text, tokenized as `tokenize` does for its kind of row."""
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in (False, True):
+        at = [k for k, s in enumerate(served) if s == flag]
+        for k, ids in zip(at, tokenize(tokenizer, [texts[k] for k in at], flag), strict=True):
+            out[k] = ids
+    return out
+
+
+def served_prompt(
+    tokenizer: Any, x: str, ids: list[int], chat: ChatParts, room: int
+) -> list[int] | None:
+    """A served row's prompt ids in `room` tokens: whole, or cut from the left of its last user
+    message as scoring cuts it (the template's text stays); None if that cannot fit."""
+    return ids if len(ids) <= room else cut_query(tokenizer, x, chat, room)
+
+
 def encode_pairs(
-    tokenizer: Any, layout: Layout, xs: Sequence[str], ys: Sequence[str], limit: int
+    tokenizer: Any,
+    layout: Layout,
+    xs: Sequence[str],
+    ys: Sequence[str],
+    limit: int,
+    chat: Sequence[ChatParts | None] | None = None,
 ) -> list[Pair | None]:
-    """The layout of each (x, y) within `limit` tokens (None where y does not fit)."""
-    x_ids, y_ids = tokenize(tokenizer, xs), tokenize(tokenizer, ys)
-    return [layout.pair(x, y, limit) for x, y in zip(x_ids, y_ids, strict=True)]
+    """The layout of each (x, y) within `limit` tokens (None where y does not fit); rows with
+    chat parts laid out as served, x y."""
+    parts = list(chat) if chat is not None else [None] * len(xs)
+    served = [c is not None for c in parts]
+    x_ids, y_ids = tokenize_rows(tokenizer, xs, served), tokenize_rows(tokenizer, ys, served)
+    out: list[Pair | None] = []
+    for k, (x, y, c) in enumerate(zip(x_ids, y_ids, parts, strict=True)):
+        if c is None:
+            out.append(layout.pair(x, y, limit))
+            continue
+        prompt = served_prompt(tokenizer, xs[k], x, c, limit - len(y))
+        out.append(None if prompt is None else ([*prompt, *y], len(prompt)))
+    return out
 
 
 def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, Any]:

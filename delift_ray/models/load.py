@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,20 @@ from typing import Any
 from safetensors import SafetensorError
 
 from delift_ray import storage
-from delift_ray.config import ModelConfig
+from delift_ray.config import DataConfig, ModelConfig
+from delift_ray.data.chat import ChatTemplate, chat_template
 from delift_ray.errors import DeliftError, first_line
 from delift_ray.models.fetch import local_copy
 from delift_ray.models.offline import use_offline_hub
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
-FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+FINGERPRINT_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 DEFAULT_MAX_LENGTH = 2048
 
@@ -50,6 +58,14 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     return tokenizer
 
 
+def load_chat_template(cfg: ModelConfig, sets: Iterable[DataConfig | None]) -> ChatTemplate | None:
+    """The model's chat template, for reading `sets` (None: no set has chat rows, no model is
+    given, or its tokenizer has no template; chat rows are then `role: content` lines)."""
+    if not cfg.path or not any(d is not None and d.format == "messages" for d in sets):
+        return None
+    return chat_template(load_tokenizer(cfg))
+
+
 def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load model + tokenizer per config; DeliftError with one line on any problem."""
     import torch
@@ -66,18 +82,28 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise DeliftError(f"model: cannot load {cfg.path!r}: {first_line(e)}") from None
+    device = resolve_device(cfg.device)
     try:
-        model.to(cfg.device)
+        model.to(device)
     except (RuntimeError, AssertionError) as e:
-        raise DeliftError(f"model: cannot move the model to device {cfg.device!r}: {e}") from None
+        raise DeliftError(f"model: cannot move the model to device {device!r}: {e}") from None
     model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         max_length=max_length(cfg, model.config, tokenizer),
         fingerprint=fingerprint(cfg),
-        device=cfg.device,
+        device=device,
     )
+
+
+def resolve_device(device: str) -> str:
+    """model.device as torch names it: `auto` is cuda when this process sees a GPU, else cpu."""
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def max_length(cfg: ModelConfig, model_config: Any, tokenizer: Any) -> int:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from delift_ray.config import ModelConfig, ScoringConfig, TemplatesConfig
+from delift_ray.data.examples import ChatParts
 from delift_ray.scoring.store import BlockStore, block_table
 
 POOL = "pool"
@@ -26,11 +27,12 @@ POOL = "pool"
 
 @dataclass
 class TextSet:
-    """Ids and rendered (x, y) texts of one example set."""
+    """Ids and rendered (x, y) texts of one example set, and each chat-template row's parts."""
 
     ids: list[str]
     xs: list[str]
     ys: list[str]
+    chat: list[ChatParts | None] | None = None
 
 
 @dataclass
@@ -143,7 +145,7 @@ class BlockWorker:
             scorer = load_utility_model(job)
         self.scorer = scorer
         self.ids = {name: s.ids for name, s in sets.items()}
-        self.enc = {name: scorer.encode(s.xs, s.ys) for name, s in sets.items()}
+        self.enc = {name: scorer.encode(s.xs, s.ys, s.chat) for name, s in sets.items()}
         self.stores = {
             kind: BlockStore(job.store_uri, job.store_key, kind) for kind in ("plain", "pairs")
         }

@@ -24,7 +24,7 @@ from delift_ray.config import (
     ScoringConfig,
     TemplatesConfig,
 )
-from delift_ray.data.examples import ExampleSet, Reject
+from delift_ray.data.examples import ExampleSet, Reject, embedding_texts
 from delift_ray.distributed.maps import task_map
 from delift_ray.distributed.scoring import score_blocks
 from delift_ray.errors import ConfigError, DeliftError
@@ -129,7 +129,7 @@ def sharing_mode(config: Any, scoring: ScoringConfig) -> str:
 def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, EncodedSet]:
     """Move pool rows whose response cannot fit the model's context into the rejects; returns
     the pool kept and its encoding (so that the pool is tokenized once on the driver)."""
-    enc = prompts.encode(pool.xs, pool.ys)
+    enc = prompts.encode(pool.xs, pool.ys, pool.chats)
     reasons = prompts.too_long(enc)
     if not any(reasons):
         return pool, enc
@@ -143,9 +143,9 @@ def drop_unscorable(prompts: Prompts, pool: ExampleSet) -> tuple[ExampleSet, Enc
 
 def text_sets(pool: ExampleSet, cross: ExampleSet | None) -> dict[str, TextSet]:
     """The texts scorers need: the pool (targets and demonstrations) and the cross set."""
-    sets = {POOL: TextSet(pool.ids, pool.xs, pool.ys)}
+    sets = {POOL: TextSet(pool.ids, pool.xs, pool.ys, pool.chats)}
     if cross is not None:
-        sets[CROSS] = TextSet(cross.ids, cross.xs, cross.ys)
+        sets[CROSS] = TextSet(cross.ids, cross.xs, cross.ys, cross.chats)
     return sets
 
 
@@ -192,7 +192,7 @@ def embed(
     pairs: PairsConfig, embedder: EmbedderConfig, s: TextSet, local_scorer: Any = None
 ) -> np.ndarray:
     """Embeddings of x + y for kNN search: a sentence-embedding model, or the scorer's own."""
-    texts = [x + y for x, y in zip(s.xs, s.ys)]
+    texts = embedding_texts(s.xs, s.ys, s.chat)
     if pairs.embedder == "sentence":
         return embed_texts(texts, embedder)
     if local_scorer is None:
@@ -225,7 +225,7 @@ def estimate(
 ) -> dict[str, Any]:
     """Pairs and tokens still to score (from token counts of the pool's encoding, no model)."""
     enc = {POOL: pool_enc}
-    enc.update({n: setup.prompts.encode(s.xs, s.ys) for n, s in sets.items() if n != POOL})
+    enc.update({n: setup.prompts.encode(s.xs, s.ys, s.chat) for n, s in sets.items() if n != POOL})
     tokens = int(setup.prompts.lengths(enc[POOL], p.todo_plain).sum())
     for name, t in p.todo_pairs.items():
         i, j = t["i"].to_numpy(), t["j"].to_numpy()
@@ -243,7 +243,8 @@ def calibrate(scorer: Any, sets: dict[str, TextSet], n_pairs: int, seed: int) ->
     pool = sets[POOL]
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(pool.ids), size=min(len(pool.ids), 2 * n_pairs), replace=False)
-    enc = scorer.encode([pool.xs[k] for k in sample], [pool.ys[k] for k in sample])
+    chat = [pool.chat[k] for k in sample] if pool.chat is not None else None
+    enc = scorer.encode([pool.xs[k] for k in sample], [pool.ys[k] for k in sample], chat)
     i = rng.integers(0, len(enc), n_pairs)  # only the sampled rows are tokenized
     j = rng.integers(0, len(enc), n_pairs)
     start = time.perf_counter()

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from delift_ray.config import ScoringConfig, TemplatesConfig
+from delift_ray.data.examples import ChatParts
 from delift_ray.progress import ProgressFn
 from delift_ray.scoring.attention import (
     PackedRow,
@@ -81,9 +82,11 @@ class UtilityModel:
         self.layers = layer_windows(model.config)
         self.kernel = getattr(model.config, "_attn_implementation", None) or "eager"
 
-    def encode(self, xs: list[str], ys: list[str]) -> EncodedSet:
-        """Tokenize prompts xs and responses ys."""
-        return self.prompts.encode(xs, ys)
+    def encode(
+        self, xs: list[str], ys: list[str], chat: list[ChatParts | None] | None = None
+    ) -> EncodedSet:
+        """Tokenize prompts xs and responses ys (chat-template rows laid out as served)."""
+        return self.prompts.encode(xs, ys, chat)
 
     def too_long(self, enc: EncodedSet) -> list[str | None]:
         """Per example, None or why its response cannot be scored within max_length."""
@@ -95,7 +98,10 @@ class UtilityModel:
         """d0 of the targets at idx (all if None), float64."""
         idx = np.arange(len(targets)) if idx is None else np.asarray(idx, dtype=np.int64)
         seqs = [
-            (self.prompts.plain_sequence(targets, int(k)), len(targets.response[int(k)]) + 1)
+            (
+                self.prompts.plain_sequence(targets, int(k)),
+                self.prompts.scored_tokens(targets, int(k)),
+            )
             for k in idx
         ]
         return self._score_unshared(seqs, _ticker(progress, len(idx)))
@@ -114,7 +120,7 @@ class UtilityModel:
             raise ValueError(f"i and j must be 1-D of one length, got {i.shape} and {j.shape}")
         prompts, cut = self.prompts.pair_prompts(targets, i, demos, j)
         tick = _ticker(progress, len(i))
-        scored = [len(targets.response[int(a)]) + 1 for a in i]
+        scored = [self.prompts.scored_tokens(targets, int(a)) for a in i]
         if not self.packed:
             seqs = [
                 (self.prompts.pair_sequence(targets, int(a), p), n)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from delift_ray.config import EmbedderConfig, SelectionConfig
-from delift_ray.data.examples import ExampleSet
+from delift_ray.data.examples import ExampleSet, embedding_texts
 from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.map_fn import MapFn, local_map
 from delift_ray.models.embed import embed_texts
@@ -118,10 +118,10 @@ def run_greedy(req: OrderRequest) -> Selection:
 
 def se_kernels(embedder: EmbedderConfig, pool: ExampleSet, cross: ExampleSet | None) -> Kernels:
     """DELIFT-SE: cosine kernel (cos + 1) / 2 of sentence embeddings of x + y."""
-    emb = embed_texts([x + y for x, y in zip(pool.xs, pool.ys)], embedder)
+    emb = embed_texts(embedding_texts(pool.xs, pool.ys, pool.chats), embedder)
     out = Kernels(pool=cosine_kernel(emb, emb), stats={"embedded": len(pool.examples)})
     if cross is not None:
-        cross_emb = embed_texts([x + y for x, y in zip(cross.xs, cross.ys)], embedder)
+        cross_emb = embed_texts(embedding_texts(cross.xs, cross.ys, cross.chats), embedder)
         out.cross = cosine_kernel(emb, cross_emb)
     return out
 

@@ -44,6 +44,7 @@ from delift_ray.errors import ConfigError
 from delift_ray.files import prepare_output_dir, write_text
 from delift_ray.finetune.driver import output_model_path, run_train
 from delift_ray.finetune.evaluate import run_eval
+from delift_ray.models.load import load_chat_template
 from delift_ray.selection.methods import METHODS
 from delift_ray.workflows.compare_plots import draw_plots
 from delift_ray.workflows.compare_tables import (
@@ -229,7 +230,14 @@ def run_compare(cfg: Config) -> CompareResult:
     files = {
         "runs": write_csv(runs, RUN_COLUMNS, root / "runs.csv"),
         "comparison": write_csv(table, TABLE_COLUMNS, root / "comparison.csv"),
-        **draw_plots(cfg.data, selection_files(cfg, arms), table, labels, root),
+        **draw_plots(
+            cfg.data,
+            selection_files(cfg, arms),
+            table,
+            labels,
+            root,
+            load_chat_template(cfg.model, [cfg.data]),
+        ),
     }
     lines = markdown_table(table, labels)
     files["markdown"] = Path(write_text(markdown(cfg, lines, seeds, files), root / "comparison.md"))

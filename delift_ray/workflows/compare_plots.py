@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from delift_ray.config import DataConfig
+from delift_ray.data.chat import ChatTemplate
 from delift_ray.data.read import read_examples
 from delift_ray.extras import optional_import
 from delift_ray.files import atomic_path
@@ -106,10 +107,11 @@ def draw_plots(
     table: Sequence[dict[str, Any]],
     labels: dict[tuple[str, int | float], str],
     root: Path,
+    chat: ChatTemplate | None = None,
 ) -> dict[str, Path]:
     """metrics.png always; gain_curve.png if an arm has gains; composition.png if rows have a
     kind or source column (`selections`: each arm's selection.parquet). Each is removed if this
-    comparison does not draw it."""
+    comparison does not draw it; `chat` renders chat rows as the runs did)."""
     names = [labels[r["method"], r["budget"]] for r in table]
     files = {
         "metrics": metric_bars(
@@ -127,7 +129,7 @@ def draw_plots(
     }
     if curves:
         files["gain_curve"] = gain_curves(curves, root / "gain_curve.png")
-    shares = composition(data, {a: s["id"] for a, s in picks.items()}, labels)
+    shares = composition(data, {a: s["id"] for a, s in picks.items()}, labels, chat)
     if shares is not None:
         column, by_label = shares
         files["composition"] = composition_bars(by_label, column, root / "composition.png")
@@ -141,10 +143,11 @@ def composition(
     data: DataConfig,
     chosen: dict[Arm, list[str]],
     labels: dict[tuple[str, int | float], str],
+    chat: ChatTemplate | None = None,
 ) -> tuple[str, dict[str, dict[str, float]]] | None:
     """(column, share of each value per label, pool first) by the pool's kind or source column;
     random draws averaged; None if the pool has neither column."""
-    records = {e.id: e.record for e in read_examples(data).examples}
+    records = {e.id: e.record for e in read_examples(data, chat).examples}
     column = next((c for c in COMPOSITION_COLUMNS if any(c in r for r in records.values())), None)
     if column is None:
         return None

@@ -136,6 +136,7 @@ def build_manifest(
         "upper_bound": bound,
         "bound_ratio": (value / bound) if value is not None and bound else None,
         "counts": counts,
+        "rendering": {name: s.rendering for name, s in sets.items()},
         "kernel": _kernel_stats(kernels),
         "timings_s": timings,
         "model_fingerprint": fingerprint,

@@ -23,11 +23,13 @@ import pyarrow as pa
 from delift_ray import storage
 from delift_ray.commit import committed_dir, point, pointed
 from delift_ray.config import Config, DataConfig, resolve_budget, store_uri
+from delift_ray.data.chat import ChatTemplate
 from delift_ray.data.examples import ExampleSet
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
 from delift_ray.errors import DeliftError
 from delift_ray.files import writable_dir, write_parquet
+from delift_ray.models.load import load_chat_template
 from delift_ray.workflows.outputs import RunOutputs
 from delift_ray.workflows.select import run_select
 
@@ -76,7 +78,8 @@ def run_refresh(cfg: Config) -> RunOutputs:
         output_dir=run_dir,
         store=dataclasses.replace(cfg.store, uri=shared_store),
     )
-    pool = read_examples(cfg.data)
+    chat = load_chat_template(cfg.model, [cfg.data])
+    pool = read_examples(cfg.data, chat)
     seen = previous_ids(previous)
     new = [e for e in pool.examples if e.id not in seen]
     extra: dict[str, Any] = {
@@ -94,7 +97,7 @@ def run_refresh(cfg: Config) -> RunOutputs:
             raise DeliftError(f"refresh: no new rows since {shown}; nothing to select")
         sets = {
             "pool": dataclasses.replace(pool, examples=new),
-            "existing": previous_selection(cfg.data, previous),
+            "existing": previous_selection(cfg.data, previous, chat),
         }
         run_cfg = dataclasses.replace(run_cfg, stage="continual")
         resolve_budget(cfg.budget, len(new))
@@ -112,10 +115,12 @@ def run_refresh(cfg: Config) -> RunOutputs:
     return result
 
 
-def previous_selection(pool: DataConfig, previous: str) -> ExampleSet:
-    """The previous run's chosen subset, read back with the pool's field mapping."""
+def previous_selection(
+    pool: DataConfig, previous: str, chat: ChatTemplate | None = None
+) -> ExampleSet:
+    """The previous run's chosen subset, read back with the pool's field mapping and rendering."""
     done = committed_dir(previous)
     assert done is not None  # latest_run checked it
     manifest = json.loads(storage.read_text(storage.join(done, "manifest.json")))
     subset = storage.join(done, manifest["files"]["subset"])
-    return read_examples(dataclasses.replace(pool, path=subset))
+    return read_examples(dataclasses.replace(pool, path=subset), chat)

@@ -19,6 +19,7 @@ from delift_ray.data.read import read_examples
 from delift_ray.distributed.maps import task_map
 from delift_ray.distributed.session import run_scope
 from delift_ray.files import prepare_output_dir
+from delift_ray.models.load import load_chat_template
 from delift_ray.scoring import stage as st
 from delift_ray.scoring.templates import EncodedSet
 from delift_ray.selection.methods import (
@@ -54,12 +55,14 @@ class PhaseTimer:
 
 
 def read_sets(cfg: Config) -> dict[str, ExampleSet]:
-    """Read the pool and, if the stage needs one, the target or existing set."""
-    sets = {"pool": read_examples(cfg.data)}
+    """Read the pool and, if the stage needs one, the target or existing set (chat rows through
+    the model's chat template when it has one)."""
     name = STAGES[cfg.stage].cross
+    data = {"pool": cfg.data}
     if name is not None and getattr(cfg, name) is not None:
-        sets[name] = read_examples(getattr(cfg, name))
-    return sets
+        data[name] = getattr(cfg, name)
+    chat = load_chat_template(cfg.model, data.values())
+    return {key: read_examples(d, chat) for key, d in data.items()}
 
 
 @run_scope()

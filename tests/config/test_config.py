@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from delift_ray.config import (
     COMMAND_SECTIONS,
@@ -14,7 +15,8 @@ from delift_ray.config import (
     resolve_budget,
     sections_of,
 )
-from delift_ray.errors import DeliftError
+from delift_ray.errors import ConfigError, DeliftError
+from delift_ray.models.load import resolve_device
 
 
 @pytest.fixture
@@ -180,3 +182,22 @@ def test_scoring_and_eval_share_one_actor_pool_type(pool_file, override, message
 def test_scoring_actors_may_reserve_no_cpu(pool_file):
     cfg = load_config(None, [f"data.path={pool_file}", "model.path=m", "scoring.cpus_per_actor=0"])
     assert cfg.scoring.cpus_per_actor == 0
+
+
+@pytest.mark.parametrize("pool", ["scoring", "eval"])
+def test_a_gpu_actor_with_a_cpu_model_is_a_config_error(pool_file, pool):
+    base = [f"data.path={pool_file}", "model.path=m", f"{pool}.gpus_per_actor=1"]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [*base, "model.device=cpu"])
+    assert str(e.value) == (
+        f"config: {pool}.gpus_per_actor is 1 but model.device is cpu (each actor would hold a "
+        "GPU and compute on the CPU); set model.device: auto or cuda"
+    )
+    assert e.value.exit_code == 2
+    # the default device follows the actor: a GPU actor gets cuda, a CPU-only process the CPU
+    assert load_config(None, base).model.device == "auto"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cuda:1") == "cuda:1"
+    # in-process, no actor reserves a GPU: an explicit CPU device is what the user asked for
+    local = load_config(None, [*base, "model.device=cpu", f"{pool}.executor=local"])
+    assert local.model.device == "cpu"

@@ -65,7 +65,7 @@ def test_messages_render_and_reject(tmp_path: Path) -> None:
         2: "field 'messages' must be a list of messages, got str",
         3: "field 'messages' is empty",
         4: "messages[1] must be an object with role and content, got str",
-        5: "messages[0].content must be a string, got int",
+        5: "messages[0].content must be a string or a list of text parts, got int",
         6: "last message must have role 'assistant', got 'user'",
         7: "no messages before the assistant reply",
         8: "empty response",
