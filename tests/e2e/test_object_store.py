@@ -140,8 +140,9 @@ def test_refresh_and_compare_with_every_path_on_s3(
     assert json.loads(s3.get(storage.join(root, POINTER)))["run"] == "run-0002"
     assert any(k.startswith("store/") for k in s3.keys(root))  # the shared store, on S3
 
-    # Compare on S3: select, fine-tune (Ray Train's checkpoints and the model on S3), evaluate
-    # the model fetched back from S3 on a test set on S3; tables and plots written to S3.
+    # Compare on S3: select, fine-tune (Ray Train's workers write the checkpoints to S3 with the
+    # credentials they inherited; the driver exports the model there), evaluate the model fetched
+    # back from S3 on a test set on S3; tables and plots written to S3.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     test = s3.fresh_uri("test").replace("?", ".jsonl?", 1)
     write_pool(test, WORDS[9:10])  # 2 rows, held out from the pool
