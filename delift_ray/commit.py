@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from delift_ray import storage
+from delift_ray.errors import DeliftError
 from delift_ray.files import fsync_dir, fsync_file
 
 POINTER = "latest.json"  # on object stores; a `latest` symlink on local disk
@@ -98,6 +99,22 @@ def committed_dir(output_dir: str) -> str | None:
         return output_dir if os.path.isdir(output_dir) else None
     attempt = pointed(output_dir)
     return None if attempt is None else storage.join(output_dir, attempt)
+
+
+def readable_dir(directory: str, what: str) -> str:
+    """Where to read `directory` from: its committed files if a run wrote it, else the directory
+    itself (one a user filled); DeliftError (`what: ...`) if runs wrote there but none
+    committed."""
+    done = committed_dir(directory)
+    if done is not None:
+        return done
+    if storage.is_uri(directory) and ATTEMPTS in storage.names(directory):
+        shown = storage.display(directory)
+        raise DeliftError(
+            f"{what}: {shown} holds no committed run (no {POINTER}): the runs that wrote there "
+            "failed or were killed; run again"
+        )
+    return directory
 
 
 def point(directory: str, entry: str) -> None:

@@ -78,6 +78,14 @@ def test_select_on_s3_commits_all_or_nothing_and_reruns_from_the_store(
     subset = subset_path(TrainConfig(subset=out), DataConfig(path=pool))
     assert subset == storage.join(committed_dir(out), "subset.jsonl")
     assert storage.read_text(subset).count("\n") == 3
+    # Killed before its first commit: nothing there to train on, and that is what train says.
+    never = s3.fresh_uri()
+    store = f"store.uri={storage.join(out, 'store')}"  # every pair is in it: nothing scored
+    with pytest.raises(DeliftError, match="connection reset"):
+        run_select(load_config(None, [*settings, f"output_dir={never}", store]))
+    assert any(k.startswith("runs/") for k in s3.keys(never)) and POINTER not in s3.keys(never)
+    with pytest.raises(DeliftError, match=r"^train: s3://\S+ holds no committed run \(no latest"):
+        subset_path(TrainConfig(subset=never), DataConfig(path=pool))
 
     monkeypatch.undo()  # the next commit removes the killed attempt and all but the last two
     third = run_select(load_config(None, [*settings, "seed=1"]))
