@@ -3,7 +3,7 @@
 On local disk each file is written under a temporary name beside its target and the set is
 renamed into place once every write succeeded (today's layout: the files sit in output_dir).
 An object store has no rename, so there each attempt writes under a prefix of its own,
-``<output_dir>/runs/<time>-<id>/``, and then a small pointer, ``<output_dir>/latest.json``, is
+``<output_dir>/runs/<UTC time>-<id>/``, and then a small pointer, ``<output_dir>/latest.json``, is
 written last (one PUT: whole or absent). Readers go through `committed_dir`, which trusts only
 the pointer, so a killed or failed attempt leaves nothing a reader would take; the next commit
 removes every attempt but itself and the one it replaced.
@@ -34,7 +34,8 @@ class Staging:
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
         self.local = not storage.is_uri(output_dir)
-        self.attempt = f"{ATTEMPTS}/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.attempt = f"{ATTEMPTS}/{stamp}-{uuid.uuid4().hex[:8]}"
         self.directory = output_dir if self.local else storage.join(output_dir, self.attempt)
         self._temps: dict[str, str] = {}
 
