@@ -3,7 +3,7 @@
 On local disk each file is written under a temporary name beside its target and the set is
 renamed into place once every write succeeded (today's layout: the files sit in output_dir).
 An object store has no rename, so there each attempt writes under a prefix of its own,
-``<output_dir>/runs/<time>-<id>/``, and then a small pointer, ``<output_dir>/latest.json``, is
+``<output_dir>/runs/<UTC time>-<id>/``, and then a small pointer, ``<output_dir>/latest.json``, is
 written last (one PUT: whole or absent). Readers go through `committed_dir`, which trusts only
 the pointer, so a killed or failed attempt leaves nothing a reader would take; the next commit
 removes every attempt but itself and the one it replaced.
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from delift_ray import storage
+from delift_ray.errors import DeliftError
 from delift_ray.files import fsync_dir, fsync_file
 
 POINTER = "latest.json"  # on object stores; a `latest` symlink on local disk
@@ -33,7 +34,8 @@ class Staging:
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
         self.local = not storage.is_uri(output_dir)
-        self.attempt = f"{ATTEMPTS}/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.attempt = f"{ATTEMPTS}/{stamp}-{uuid.uuid4().hex[:8]}"
         self.directory = output_dir if self.local else storage.join(output_dir, self.attempt)
         self._temps: dict[str, str] = {}
 
@@ -98,6 +100,22 @@ def committed_dir(output_dir: str) -> str | None:
         return output_dir if os.path.isdir(output_dir) else None
     attempt = pointed(output_dir)
     return None if attempt is None else storage.join(output_dir, attempt)
+
+
+def readable_dir(directory: str, what: str) -> str:
+    """Where to read `directory` from: its committed files if a run wrote it, else the directory
+    itself (one a user filled); DeliftError (`what: ...`) if runs wrote there but none
+    committed."""
+    done = committed_dir(directory)
+    if done is not None:
+        return done
+    if storage.is_uri(directory) and ATTEMPTS in storage.names(directory):
+        shown = storage.display(directory)
+        raise DeliftError(
+            f"{what}: {shown} holds no committed run (no {POINTER}): the runs that wrote there "
+            "failed or were killed; run again"
+        )
+    return directory
 
 
 def point(directory: str, entry: str) -> None:

@@ -41,8 +41,7 @@ def join(base: str, *parts: str) -> str:
         return os.path.join(base, *parts)
     root, query = split_query(base)
     tail = "/".join(p.strip("/") for p in parts if p.strip("/"))
-    head = root if root.endswith("://") else root.rstrip("/")
-    return f"{head}/{tail}{query}" if tail else base
+    return f"{root.rstrip('/')}/{tail}{query}" if tail else base
 
 
 def parent(path: str) -> str:
@@ -56,7 +55,9 @@ def parent(path: str) -> str:
 def name(path: str) -> str:
     """The last component of `path` (without a URI's query string)."""
     root, _ = split_query(path)
-    return root.rstrip("/").rsplit("/", 1)[-1] if is_uri(root) else os.path.basename(root)
+    return (
+        root.rstrip("/").rsplit("/", 1)[-1] if is_uri(root) else os.path.basename(root.rstrip("/"))
+    )
 
 
 def display(path: str) -> str:
@@ -88,11 +89,6 @@ def info(path: str) -> pafs.FileInfo:
     """What is at `path` (type NotFound if nothing); OSError if the store cannot be reached."""
     fs, inner = resolve(path)
     return fs.get_file_info(inner)
-
-
-def exists(path: str) -> bool:
-    """Whether a file or directory is at `path`."""
-    return info(path).type != pafs.FileType.NotFound
 
 
 def is_file(path: str) -> bool:

@@ -28,7 +28,13 @@ class S3Server:
         self.query = f"?endpoint_override={self.endpoint}&scheme=http"
         import boto3  # here, not at import: conftest imports this module for every test
 
-        self.client = boto3.client("s3", endpoint_url=f"http://{self.endpoint}")
+        self.client = boto3.client(  # the helper's own client: the server takes any keys
+            "s3",
+            endpoint_url=f"http://{self.endpoint}",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def uri(self, key: str, bucket: str = BUCKET) -> str:
         """The URI delift-ray takes for `key` in `bucket`, the endpoint in its query string."""

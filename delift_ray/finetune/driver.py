@@ -26,7 +26,7 @@ from typing import Any
 from pyarrow.fs import FileType
 
 from delift_ray import storage
-from delift_ray.commit import committed_dir, staged
+from delift_ray.commit import readable_dir, staged
 from delift_ray.config import Config, DataConfig, ModelConfig, TrainConfig, config_to_dict
 from delift_ray.data.chat import chat_template
 from delift_ray.data.read import read_examples
@@ -71,9 +71,11 @@ def subset_path(train: TrainConfig, data: DataConfig) -> str:
     """The rows to train on: train.subset (a file, or a selection's output_dir: the subset it
     committed), else data.path."""
     path = train.subset or data.path
-    done = committed_dir(path) if storage.info(path).type == FileType.Directory else None
-    found = [storage.join(done, n) for n in SUBSET_FILES] if done is not None else []
-    return next((f for f in found if storage.is_file(f)), path)
+    if storage.info(path).type != FileType.Directory:
+        return path
+    done = readable_dir(path, "train")
+    found = [storage.join(done, n) for n in SUBSET_FILES]
+    return next((f for f in found if storage.is_file(f)), done)
 
 
 def output_model_path(train: TrainConfig, output_dir: str) -> str:

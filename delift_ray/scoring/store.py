@@ -6,7 +6,8 @@ Layout: ``<root>/<scoring key>/pairs/<content hash>.parquet`` for d1 blocks and
 ``<root>/<scoring key>/plain/...`` for d0 blocks (demo_id "", d1 and u NaN). Each block carries
 its row count and a checksum in the Parquet metadata; a block that fails either check is
 removed and its pairs count as missing, so they are scored again. Blocks are written beside
-their final name and moved into place, so a reader never sees half a block.
+their final name and moved into place (on an object store, in one PUT), so a reader never sees
+half a block.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ BLOCK_SCHEMA = pa.schema(
 )
 ROWS_KEY = b"delift.rows"
 CHECKSUM_KEY = b"delift.sha256"
+OBJECT_STORES = ("s3", "gcs")  # pyarrow filesystems whose objects appear whole or not at all
 
 
 def scoring_key(**parts: Any) -> str:
@@ -106,7 +108,8 @@ class BlockStore:
             _remove_quietly(self.fs, probe)
 
     def write(self, table: pa.Table) -> str:
-        """Write one block atomically (temp name, then move); returns its file name."""
+        """Write one block atomically (temp name, then move; on an object store one PUT, which
+        is whole or absent); returns its file name."""
         if table.schema != BLOCK_SCHEMA:
             table = table.cast(BLOCK_SCHEMA)
         digest = checksum(table)
@@ -114,12 +117,14 @@ class BlockStore:
         table = table.replace_schema_metadata(meta)
         name = f"{digest[:24]}.parquet"
         final = f"{self.dir}/{name}"
-        tmp = f"{self.dir}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        whole = self.fs.type_name in OBJECT_STORES
+        tmp = final if whole else f"{self.dir}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             self._create_dir()
             with self.fs.open_output_stream(tmp) as out:
                 pq.write_table(table, out)
-            self.fs.move(tmp, final)
+            if not whole:
+                self.fs.move(tmp, final)
         except OSError as e:
             _remove_quietly(self.fs, tmp)
             raise DeliftError(f"store: cannot write block {final}: {e}") from None

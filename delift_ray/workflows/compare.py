@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from delift_ray import storage
+from delift_ray.commit import committed_dir
 from delift_ray.config import (
     CompareConfig,
     Config,
@@ -90,8 +91,8 @@ class Arm:
 class CompareResult:
     """What a comparison wrote, its per-run and per-method rows, and how much work it did."""
 
-    directory: Path
-    files: dict[str, Path]
+    directory: str
+    files: dict[str, str]
     runs: list[dict[str, Any]]
     table: list[dict[str, Any]]
     markdown_table: list[str]
@@ -132,7 +133,7 @@ def select_config(cfg: Config, arm: Arm) -> Config:
         method=arm.method,
         budget=arm.budget,
         seed=cfg.seed if arm.draw is None else arm.draw,
-        output_dir=str(Path(cfg.output_dir, arm.name, "select")),
+        output_dir=storage.join(cfg.output_dir, arm.name, "select"),
         store=StoreConfig(uri=store_uri(cfg)),
         compare=CompareConfig(),
     )
@@ -141,8 +142,8 @@ def select_config(cfg: Config, arm: Arm) -> Config:
 def train_config(select: Config, seed: int) -> Config:
     """Fine-tuning on a selection's subset with training seed `seed`, in <arm>/seed<seed>."""
     train = dataclasses.replace(select.train, subset=select.output_dir, seed=seed, output_model="")
-    out = Path(select.output_dir).parent / f"seed{seed}"
-    return dataclasses.replace(select, output_dir=str(out), train=train)
+    out = storage.join(storage.parent(select.output_dir), f"seed{seed}")
+    return dataclasses.replace(select, output_dir=out, train=train)
 
 
 def eval_config(train: Config) -> Config:
@@ -150,7 +151,7 @@ def eval_config(train: Config) -> Config:
     model = output_model_path(train.train, train.output_dir)
     return dataclasses.replace(
         train,
-        output_dir=str(Path(train.output_dir, "eval")),
+        output_dir=storage.join(train.output_dir, "eval"),
         eval=dataclasses.replace(train.eval, model_path=model),
     )
 
@@ -158,11 +159,12 @@ def eval_config(train: Config) -> Config:
 def absolute_paths(cfg: Config) -> Config:
     """cfg with model.path and output_dir absolute: Ray Train workers run in a directory of their
     own, where a relative path would name nothing."""
-    path = cfg.model.path
-    model = dataclasses.replace(
-        cfg.model, path=path if storage.is_uri(path) else str(Path(path).absolute())
-    )
-    return dataclasses.replace(cfg, model=model, output_dir=str(Path(cfg.output_dir).absolute()))
+    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path))
+    return dataclasses.replace(cfg, model=model, output_dir=_absolute(cfg.output_dir))
+
+
+def _absolute(path: str) -> str:
+    return path if storage.is_uri(path) else str(Path(path).absolute())
 
 
 def reusable(cfg: Config, stage: str) -> dict[str, Any] | None:
@@ -172,7 +174,7 @@ def reusable(cfg: Config, stage: str) -> dict[str, Any] | None:
     since) counts as its default, a key it has that the config lost is ignored.
     """
     try:
-        record = json.loads(Path(cfg.output_dir, FINAL[stage]).read_text(encoding="utf-8"))
+        record = final_record(cfg, stage)
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
@@ -208,10 +210,8 @@ def run_compare(cfg: Config) -> CompareResult:
         raise ConfigError("config: compare needs model.path (the model to fine-tune)")
     if cfg.eval.test is None:
         raise ConfigError("config: compare needs eval.test.path (the held-out test set)")
-    if storage.is_uri(cfg.output_dir):
-        raise ConfigError("config: compare writes to a local output_dir (its inputs may be URIs)")
     cfg = absolute_paths(cfg)
-    root = Path(prepare_output_dir(cfg.output_dir))
+    root = prepare_output_dir(cfg.output_dir)
     arms, seeds = plan(cfg), cfg.compare.seed_list(cfg.train.seed)
     runs_of = {arm: arm_seeds(cfg, arm, seeds) for arm in arms}
     ran: Counter[str] = Counter()
@@ -228,8 +228,8 @@ def run_compare(cfg: Config) -> CompareResult:
     table = summarize(runs)
     labels = arm_labels(arms)
     files = {
-        "runs": write_csv(runs, RUN_COLUMNS, root / "runs.csv"),
-        "comparison": write_csv(table, TABLE_COLUMNS, root / "comparison.csv"),
+        "runs": write_csv(runs, RUN_COLUMNS, storage.join(root, "runs.csv")),
+        "comparison": write_csv(table, TABLE_COLUMNS, storage.join(root, "comparison.csv")),
         **draw_plots(
             cfg.data,
             selection_files(cfg, arms),
@@ -240,7 +240,8 @@ def run_compare(cfg: Config) -> CompareResult:
         ),
     }
     lines = markdown_table(table, labels)
-    files["markdown"] = Path(write_text(markdown(cfg, lines, seeds, files), root / "comparison.md"))
+    text = markdown(cfg, lines, seeds, files)
+    files["markdown"] = write_text(text, storage.join(root, "comparison.md"))
     return CompareResult(
         directory=root,
         files=files,
@@ -270,7 +271,15 @@ def _stage(
     run(cfg)
     ran[stage] += 1
     log.info("compare: %s %s: %.1f s", stage, cfg.output_dir, time.perf_counter() - start)
-    return json.loads(Path(cfg.output_dir, FINAL[stage]).read_text(encoding="utf-8")), True
+    return final_record(cfg, stage), True
+
+
+def final_record(cfg: Config, stage: str) -> Any:
+    """The stage's final file in cfg.output_dir (a selection's: in the outputs it committed)."""
+    where = committed_dir(cfg.output_dir) if stage == "select" else cfg.output_dir
+    if where is None:
+        raise FileNotFoundError(f"nothing committed in {storage.display(cfg.output_dir)}")
+    return json.loads(storage.read_text(storage.join(where, FINAL[stage])))
 
 
 def run_row(
@@ -303,9 +312,10 @@ def arm_labels(arms: Sequence[Arm]) -> dict[tuple[str, int | float], str]:
     }
 
 
-def selection_files(cfg: Config, arms: Sequence[Arm]) -> dict[Arm, Path]:
+def selection_files(cfg: Config, arms: Sequence[Arm]) -> dict[Arm, str]:
     """Each arm's selection.parquet."""
-    return {a: Path(select_config(cfg, a).output_dir, "selection.parquet") for a in arms}
+    dirs = {a: committed_dir(select_config(cfg, a).output_dir) for a in arms}
+    return {a: storage.join(d, "selection.parquet") for a, d in dirs.items() if d is not None}
 
 
 def summary_lines(result: CompareResult) -> list[str]:
@@ -317,5 +327,6 @@ def summary_lines(result: CompareResult) -> list[str]:
         "",
         f"{ran} of {result.sub_runs} sub-runs ran ({stages}), {result.sub_runs - ran} reused; "
         f"{result.wall_s:.1f} s",
-        f"outputs in {result.directory}/: " + ", ".join(p.name for p in result.files.values()),
+        f"outputs in {storage.display(result.directory)}/: "
+        + ", ".join(storage.name(p) for p in result.files.values()),
     ]

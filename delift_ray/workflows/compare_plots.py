@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from delift_ray import storage
 from delift_ray.config import DataConfig
 from delift_ray.data.chat import ChatTemplate
 from delift_ray.data.read import read_examples
 from delift_ray.extras import optional_import
-from delift_ray.files import atomic_path
+from delift_ray.files import write_bytes
 from delift_ray.workflows.compare_tables import METRICS, PLOTS
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ def metric_bars(
     labels: Sequence[str],
     means: Mapping[str, Sequence[float]],
     stds: Mapping[str, Sequence[float]],
-    path: Path,
-) -> Path:
+    path: str,
+) -> str:
     """One bar panel per metric: the mean per method, error bars one std (none where NaN)."""
     fig = _figure(width=3.0 * len(means) + 0.5, height=3.6)
     x = np.arange(len(labels))
@@ -46,7 +46,7 @@ def metric_bars(
     return _save(fig, path)
 
 
-def gain_curves(curves: Mapping[str, np.ndarray], path: Path) -> Path:
+def gain_curves(curves: Mapping[str, np.ndarray], path: str) -> str:
     """The marginal gain of each greedy pick against its rank (log scale), one line each."""
     fig = _figure(width=6.4, height=4.0)
     ax = fig.add_subplot(1, 1, 1)
@@ -61,7 +61,7 @@ def gain_curves(curves: Mapping[str, np.ndarray], path: Path) -> Path:
     return _save(fig, path)
 
 
-def composition_bars(shares: Mapping[str, Mapping[str, float]], column: str, path: Path) -> Path:
+def composition_bars(shares: Mapping[str, Mapping[str, float]], column: str, path: str) -> str:
     """Stacked bars: the share of each `column` value in every subset (and the pool)."""
     labels = list(shares)
     categories = list(dict.fromkeys(c for s in shares.values() for c in s))
@@ -94,21 +94,21 @@ def _colors(n: int) -> list[Any]:
     return [cmap(k % cmap.N) for k in range(n)]
 
 
-def _save(fig: Any, path: Path) -> Path:
-    """Write the figure as a PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+def _save(fig: Any, path: str) -> str:
+    """Write the figure as a PNG atomically (a path or a URI)."""
+    png = BytesIO()
+    fig.savefig(png, format="png")
+    return write_bytes(png.getvalue(), path)
 
 
 def draw_plots(
     data: DataConfig,
-    selections: Mapping[Arm, Path],
+    selections: Mapping[Arm, str],
     table: Sequence[dict[str, Any]],
     labels: dict[tuple[str, int | float], str],
-    root: Path,
+    root: str,
     chat: ChatTemplate | None = None,
-) -> dict[str, Path]:
+) -> dict[str, str]:
     """metrics.png always; gain_curve.png if an arm has gains; composition.png if rows have a
     kind or source column (`selections`: each arm's selection.parquet). Each is removed if this
     comparison does not draw it; `chat` renders chat rows as the runs did)."""
@@ -118,24 +118,26 @@ def draw_plots(
             names,
             {METRICS[m]: [r[m] for r in table] for m in METRICS},
             {METRICS[m]: [r[f"{m}_std"] for r in table] for m in METRICS},
-            root / "metrics.png",
+            storage.join(root, "metrics.png"),
         )
     }
-    picks = {a: pq.read_table(path).to_pydict() for a, path in selections.items()}
+    picks = {a: storage.read_table(path).to_pydict() for a, path in selections.items()}
     curves = {
         labels[a.method, a.budget]: np.asarray(s["gain"], dtype=float)
         for a, s in picks.items()
         if np.isfinite(np.asarray(s["gain"], dtype=float)).any()
     }
     if curves:
-        files["gain_curve"] = gain_curves(curves, root / "gain_curve.png")
+        files["gain_curve"] = gain_curves(curves, storage.join(root, "gain_curve.png"))
     shares = composition(data, {a: s["id"] for a, s in picks.items()}, labels, chat)
     if shares is not None:
         column, by_label = shares
-        files["composition"] = composition_bars(by_label, column, root / "composition.png")
+        files["composition"] = composition_bars(
+            by_label, column, storage.join(root, "composition.png")
+        )
     for key in PLOTS:
         if key not in files:  # an earlier comparison's plot would mislead
-            (root / f"{key}.png").unlink(missing_ok=True)
+            storage.delete(storage.join(root, f"{key}.png"))
     return files
 
 

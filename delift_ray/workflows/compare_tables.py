@@ -7,11 +7,11 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from delift_ray import storage
 from delift_ray.config import Config
 from delift_ray.files import write_text
 
@@ -51,13 +51,13 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> Path:
+def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: str) -> str:
     """Write rows as CSV atomically; NaN and None as empty cells, floats at full precision."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([[_cell(row[c]) for c in columns] for row in rows])
-    return Path(write_text(buf.getvalue(), path))
+    return write_text(buf.getvalue(), path)
 
 
 def _cell(value: Any) -> str:
@@ -93,12 +93,13 @@ def format_metric(mean: float, std: float) -> str:
     return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, Path]) -> str:
+def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, str]) -> str:
     """comparison.md: the setup, the table, and the plots."""
     t = cfg.train
     test = cfg.eval.test.path if cfg.eval.test is not None else ""
     setup = (
-        f"Pool `{cfg.data.path}`, test set `{test}`, model `{cfg.model.path}`. "
+        f"Pool `{storage.display(cfg.data.path)}`, test set `{storage.display(test)}`, "
+        f"model `{storage.display(cfg.model.path)}`. "
         f"One training recipe for every subset: {t.method}, {t.epochs} epoch(s), lr {t.lr}, "
         f"batch {t.batch_size}, {t.workers} worker(s); training seeds "
         f"{', '.join(map(str, seeds))}; random draws {cfg.compare.random_subsets}"
@@ -106,5 +107,5 @@ def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, P
         "Metrics are means over a method's runs, ± the sample standard deviation where it has "
         "several; rows = subset size; wall s = selection + training + evaluation of one run."
     )
-    images = [f"![{key}]({files[key].name})" for key in PLOTS if key in files]
+    images = [f"![{key}]({storage.name(files[key])})" for key in PLOTS if key in files]
     return "\n".join(["# Selection methods compared", "", setup, "", *table, "", *images]) + "\n"

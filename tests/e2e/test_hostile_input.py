@@ -230,10 +230,6 @@ def mixed_kinds(d: Path) -> str:
     return str(d)
 
 
-def unknown_scheme(d: Path) -> str:
-    return "nosuch://bucket/pool.jsonl"
-
-
 FILE_CASES = [
     (empty_file, "data: the pool has no usable rows"),
     (only_bad_rows, "data: the pool has no usable rows"),
@@ -241,7 +237,6 @@ FILE_CASES = [
     (json_named_parquet, "data: cannot read Parquet file"),
     (clashing_schemas, "have incompatible schemas: Unable to merge: Field instruction"),
     (mixed_kinds, "mixes JSONL and Parquet files"),
-    (unknown_scheme, "data: cannot open nosuch://bucket/pool.jsonl"),
 ]
 
 
@@ -285,6 +280,11 @@ BOMB = "seed:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         ("seed: " + "[" * 100_000, [], "is nested too deeply"),
         ("seed: " + "9" * 5000, [], "is not valid YAML: Exceeds the limit (4300 digits)"),
         (BOMB, [], "config: seed must be an integer, got [['x', 'x', "),
+        (
+            None,
+            ["data.path=nosuch://bucket/pool.jsonl"],
+            "config: data.path 'nosuch://bucket/pool.jsonl' is not usable: Unrecognized filesystem",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -302,6 +302,7 @@ BOMB = "seed:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         "too-deep",
         "huge-int",
         "alias-bomb",
+        "unknown-scheme",
     ],
 )
 def test_bad_configs_are_one_line(

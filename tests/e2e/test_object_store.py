@@ -1,5 +1,6 @@
 """Every path on a real S3-compatible server (moto_server on 127.0.0.1): select, refresh and
-train read their inputs from it and commit their outputs to it all or nothing."""
+compare (select, train, eval) read their inputs from it and commit their outputs to it all or
+nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from delift_ray.cli import main
 from delift_ray.commit import POINTER, committed_dir
 from delift_ray.config import DataConfig, TrainConfig, load_config
 from delift_ray.errors import DeliftError
-from delift_ray.finetune.driver import run_train, subset_path
-from delift_ray.finetune.evaluate import run_eval
+from delift_ray.finetune.driver import subset_path
 from delift_ray.workflows import outputs
+from delift_ray.workflows.compare import run_compare
 from delift_ray.workflows.refresh import run_refresh
 from delift_ray.workflows.select import run_select
 from tests.conftest import WORD_TASKS, WORDS
@@ -77,6 +78,14 @@ def test_select_on_s3_commits_all_or_nothing_and_reruns_from_the_store(
     subset = subset_path(TrainConfig(subset=out), DataConfig(path=pool))
     assert subset == storage.join(committed_dir(out), "subset.jsonl")
     assert storage.read_text(subset).count("\n") == 3
+    # Killed before its first commit: nothing there to train on, and that is what train says.
+    never = s3.fresh_uri()
+    store = f"store.uri={storage.join(out, 'store')}"  # every pair is in it: nothing scored
+    with pytest.raises(DeliftError, match="connection reset"):
+        run_select(load_config(None, [*settings, f"output_dir={never}", store]))
+    assert any(k.startswith("runs/") for k in s3.keys(never)) and POINTER not in s3.keys(never)
+    with pytest.raises(DeliftError, match=r"^train: s3://\S+ holds no committed run \(no latest"):
+        subset_path(TrainConfig(subset=never), DataConfig(path=pool))
 
     monkeypatch.undo()  # the next commit removes the killed attempt and all but the last two
     third = run_select(load_config(None, [*settings, "seed=1"]))
@@ -121,7 +130,7 @@ def write_pool(uri, words):
     storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
-def test_refresh_train_and_eval_with_every_path_on_s3(
+def test_refresh_and_compare_with_every_path_on_s3(
     s3_server, tiny_model_dir, ray_local, tmp_path, monkeypatch
 ):
     s3 = s3_server
@@ -139,40 +148,38 @@ def test_refresh_train_and_eval_with_every_path_on_s3(
     assert json.loads(s3.get(storage.join(root, POINTER)))["run"] == "run-0002"
     assert any(k.startswith("store/") for k in s3.keys(root))  # the shared store, on S3
 
-    # Fine-tune on that selection (its committed subset), Ray Train's storage and the model on S3.
-    out = s3.fresh_uri("train")
-    train = [f"data.path={pool}", f"model.path={tiny_model_dir}", f"output_dir={out}"]
-    train += [f"train.subset={storage.join(root, 'run-0002')}", "train.batch_size=4"]
-    result = run_train(load_config(None, [*train, "train.max_length=64"]))
-    m = result.manifest
-    assert m["subset"] == storage.join(
-        committed_dir(storage.join(root, "run-0002")), "subset.jsonl"
-    )
-    assert m["rows"] == 5
-    keys = s3.keys(out)
-    assert "train_manifest.json" in keys and f"model/{POINTER}" in keys
-    assert any(k.startswith(f"train/{m['run_name']}/checkpoint_") for k in keys)
-    assert json.loads(s3.get(storage.join(out, "train_manifest.json")))["rows"] == 5
-
-    # Evaluate the exported model straight from S3 (fetched once into the local cache) on a test
-    # set on S3, the results written to S3.
+    # Compare on S3: select, fine-tune (Ray Train's workers write the checkpoints to S3 with the
+    # credentials they inherited; the driver exports the model there), evaluate the model fetched
+    # back from S3 on a test set on S3; tables and plots written to S3.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     test = s3.fresh_uri("test").replace("?", ".jsonl?", 1)
     write_pool(test, WORDS[9:10])  # 2 rows, held out from the pool
-    evaluated = run_eval(
-        load_config(
-            None,
-            [
-                *train[:2],
-                f"output_dir={storage.join(out, 'eval')}",
-                f"eval.test.path={test}",
-                f"eval.model_path={result.model_dir}",
-                "eval.executor=local",
-                "eval.max_new_tokens=4",
-            ],
-        )
+    out = s3.fresh_uri("compare")
+    compare = load_config(
+        None,
+        [
+            *refresh[:2],  # budget 0.3 of the 10 rows: 3
+            f"output_dir={out}",
+            "compare.methods=random",
+            "train.batch_size=4",
+            "train.max_length=64",
+            f"eval.test.path={test}",
+            "eval.executor=local",
+            "eval.max_new_tokens=4",
+        ],
     )
-    assert evaluated.summary["rows"] == 2
-    assert evaluated.summary["model_fingerprint"] == m["model_fingerprint"]  # the same weights
-    assert json.loads(s3.get(storage.join(out, "eval/eval.json")))["rows"] == 2
-    assert len(list((tmp_path / "cache" / "delift-ray" / "models").iterdir())) == 1
+    result = run_compare(compare)
+    assert dict(result.ran) == {"select": 1, "train": 1, "eval": 1}
+    keys = s3.keys(out)
+    trained = next(k for k in keys if k.endswith("/train_manifest.json"))
+    seed = trained.rsplit("/", 1)[0]
+    m = json.loads(s3.get(storage.join(out, trained)))
+    assert m["rows"] == 3 and m["subset"].startswith(storage.display(out))
+    assert f"{seed}/model/{POINTER}" in keys
+    assert any(k.startswith(f"{seed}/train/{m['run_name']}/checkpoint_") for k in keys)
+    evaluated = json.loads(s3.get(storage.join(out, f"{seed}/eval/eval.json")))
+    assert evaluated["rows"] == 2
+    assert evaluated["model_fingerprint"] == m["model_fingerprint"]  # the same weights, fetched
+    assert s3.get(storage.join(out, "metrics.png")).startswith(b"\x89PNG")
+    assert b"random" in s3.get(storage.join(out, "comparison.csv"))
+    assert dict(run_compare(compare).ran) == {}  # every sub-run reused from its record on S3
