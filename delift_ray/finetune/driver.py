@@ -97,6 +97,10 @@ def run_train(cfg: Config, callbacks: Sequence[Any] = ()) -> TrainResult:
     started = time.perf_counter()
     if not cfg.model.path:
         raise ConfigError("config: train needs model.path (the model to fine-tune)")
+    if cfg.train.mixed_precision == "fp16" and cfg.model.dtype != "float32":
+        raise ConfigError(
+            "config: train.mixed_precision: fp16 needs model.dtype: float32 (its master weights)"
+        )
     # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
     cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
     if cfg.train.method == "lora":  # on the driver: a worker's import error is a remote traceback
