@@ -229,8 +229,6 @@ LR_SCHEDULERS = (
     "polynomial",
     "inverse_sqrt",
 )
-FSDP_OPTIONS = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "offload",
-                "auto_wrap")  # fmt: skip
 
 
 @dataclass
@@ -241,8 +239,9 @@ class TrainConfig(Section):
     `subset` is a subset file or a selection run's output_dir (its subset.jsonl/.parquet);
     `batch_size` is rows per step on each worker (times `gradient_accumulation_steps` per
     optimizer step); `warmup_steps` is a step count, or a fraction < 1 of all steps;
-    `mixed_precision` (bf16/fp16) and `fsdp` (Trainer's option words, space-separated) need
-    GPUs; `report_to` lists Trainer's trackers, comma-separated ("none" = none); empty
+    `mixed_precision` (bf16/fp16) and `fsdp` (FSDP2 sharding: full_shard = parameters too,
+    shard_grad_op = gradients and optimizer state; `fsdp_offload` = to CPU memory) need GPUs;
+    `report_to` lists Trainer's trackers, comma-separated ("none" = none); empty
     storage_path = <output_dir>/train and empty output_model = <output_dir>/model (the merged
     model, loadable like any model).
     """
@@ -261,7 +260,8 @@ class TrainConfig(Section):
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    fsdp: str = ""
+    fsdp: Literal["no", "full_shard", "shard_grad_op"] = "no"
+    fsdp_offload: bool = False
     report_to: str = "none"
     max_length: int = 512
     workers: int = 1
@@ -312,10 +312,9 @@ class TrainConfig(Section):
             )
 
     def _validate_hardware(self, key: str) -> None:
-        """Mixed precision and FSDP only on GPUs; FSDP's options known."""
-        words = self.fsdp.split()
-        for word in words:
-            check_choice(f"{key}.fsdp", word, FSDP_OPTIONS)
+        """Mixed precision and FSDP only on GPUs (Accelerate ignores FSDP on CPUs)."""
+        if self.fsdp_offload and self.fsdp == "no":
+            raise ConfigError(f"config: {key}.fsdp_offload needs {key}.fsdp")
         if self.use_gpu:
             return
         if self.mixed_precision != "no":
@@ -323,7 +322,7 @@ class TrainConfig(Section):
                 f"config: {key}.mixed_precision: {self.mixed_precision} needs GPUs "
                 f"({key}.use_gpu: true); a CPU gang trains in the model's dtype"
             )
-        if words:
+        if self.fsdp != "no":
             raise ConfigError(f"config: {key}.fsdp needs GPUs ({key}.use_gpu: true)")
 
 

@@ -33,6 +33,7 @@ def training_arguments(train: TrainConfig, output_dir: str, run_name: str) -> An
     """TrainingArguments for `train`: Trainer checkpoints under `output_dir` once per epoch."""
     from transformers import TrainingArguments
 
+    fsdp = train.fsdp != "no"
     return TrainingArguments(
         output_dir=output_dir,
         run_name=run_name,
@@ -44,10 +45,11 @@ def training_arguments(train: TrainConfig, output_dir: str, run_name: str) -> An
         warmup_steps=train.warmup_steps,
         weight_decay=train.weight_decay,
         max_grad_norm=1.0,
-        activation_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=train.gradient_checkpointing and not fsdp,
         bf16=train.mixed_precision == "bf16",
         fp16=train.mixed_precision == "fp16",
-        fsdp=train.fsdp or None,
+        fsdp=fsdp,  # type: ignore[arg-type]  # True is the non-deprecated form; the hint lags
+        fsdp_config=fsdp_config(train) if fsdp else None,
         use_cpu=not train.use_gpu,
         dataloader_pin_memory=train.use_gpu,
         seed=train.seed,
@@ -60,6 +62,18 @@ def training_arguments(train: TrainConfig, output_dir: str, run_name: str) -> An
         restore_callback_states_from_checkpoint=True,  # AttemptLog's record
         disable_tqdm=True,
     )
+
+
+def fsdp_config(train: TrainConfig) -> dict[str, Any]:
+    """Trainer's FSDP2 settings for train.fsdp; under FSDP, activations are checkpointed by FSDP
+    (Trainer's advice: the other way costs an extra all-gather in backward)."""
+    return {
+        "version": 2,
+        "reshard_after_forward": train.fsdp == "full_shard",
+        "cpu_offload": train.fsdp_offload,
+        "activation_checkpointing": train.gradient_checkpointing,
+        "state_dict_type": "FULL_STATE_DICT",  # checkpoints hold the whole model, for export
+    }
 
 
 def check_trackers(train: TrainConfig) -> None:

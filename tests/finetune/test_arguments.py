@@ -16,8 +16,9 @@ from delift_ray.finetune.driver import run_train
     [
         ("train.mixed_precision=bf16", "train.mixed_precision: bf16 needs GPUs (train.use_gpu"),
         ("train.mixed_precision=fp16", "train.mixed_precision: fp16 needs GPUs"),
-        ("train.fsdp=full_shard auto_wrap", "train.fsdp needs GPUs"),
-        ("train.fsdp=full_shard everything", "train.fsdp must be one of full_shard"),
+        ("train.fsdp=full_shard", "train.fsdp needs GPUs"),
+        ("train.fsdp=hybrid_shard", "train.fsdp must be one of no, full_shard, shard_grad_op"),
+        ("train.fsdp_offload=true", "train.fsdp_offload needs train.fsdp"),
         ("train.lr_scheduler=cosine_forever", "train.lr_scheduler must be one of constant,"),
         ("train.warmup_steps=10", "train.warmup_steps needs a scheduler with warmup"),
         ("train.warmup_steps=1.5", "a step count >= 0 or a fraction in [0, 1), got 1.5"),
@@ -37,7 +38,7 @@ def test_a_bad_recipe_is_a_one_line_config_error(word_pool, override, message):
 
 def test_recipes_a_gpu_gang_may_use_are_accepted(word_pool):
     pool = word_pool(2)
-    sets = ["train.use_gpu=true", "train.mixed_precision=bf16", "train.fsdp=full_shard auto_wrap"]
+    sets = ["train.use_gpu=true", "train.mixed_precision=bf16", "train.fsdp=full_shard"]
     sets += ["train.lr_scheduler=cosine", "train.warmup_steps=0.1", "train.report_to=mlflow,wandb"]
     cfg = load_config(None, [f"data.path={pool}", "method=random", *sets], command="train")
     assert cfg.train.trackers() == ["mlflow", "wandb"] and cfg.train.warmup_steps == 0.1
@@ -60,3 +61,15 @@ def test_trackers_are_checked_and_their_settings_passed_on(tmp_path):
     assert tracker_env(TrainConfig(), env) == {}
     args = training_arguments(TrainConfig(report_to="none"), str(tmp_path), "r")
     assert args.report_to == [] and args.lr_scheduler_type == "constant" and args.warmup_steps == 0
+
+
+def test_fsdp_sharding_maps_to_trainers_fsdp2_plugin_with_whole_model_checkpoints(tmp_path):
+    train = TrainConfig(
+        use_gpu=True, fsdp="shard_grad_op", fsdp_offload=True, gradient_checkpointing=True
+    )
+    args = training_arguments(train, str(tmp_path), "r")
+    plugin = args.fsdp_plugin_args
+    assert plugin["fsdp_version"] == 2 and plugin["state_dict_type"] == "FULL_STATE_DICT"
+    assert plugin["reshard_after_forward"] is False and plugin["cpu_offload"] is True
+    # Activations are checkpointed by FSDP, not by Trainer as well.
+    assert plugin["activation_checkpointing"] is True and args.activation_checkpointing is False
