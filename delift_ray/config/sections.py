@@ -241,13 +241,31 @@ class EmbedderConfig(Section):
     batch_size: int = 64
 
 
+# Hugging Face Trainer's learning-rate schedules that need no other setting.
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+)
+
+
 @dataclass
 class TrainConfig(Section):
-    """Fine-tuning on Ray Train (SPEC §7); empty subset = the whole data.path pool ("full").
+    """Fine-tuning with Hugging Face Trainer on Ray Train (SPEC §7); empty subset = the whole
+    data.path pool ("full").
 
     `subset` is a subset file or a selection run's output_dir (its subset.jsonl/.parquet);
-    `batch_size` is rows per step on each worker; empty storage_path = <output_dir>/train and
-    empty output_model = <output_dir>/model (the merged model, loadable like any model).
+    `batch_size` is rows per step on each worker (times `gradient_accumulation_steps` per
+    optimizer step); `warmup_steps` is a step count, or a fraction < 1 of all steps;
+    `mixed_precision` (bf16/fp16) and `fsdp` (FSDP2 sharding: full_shard = parameters too,
+    shard_grad_op = gradients and optimizer state; `fsdp_offload` = to CPU memory) need GPUs;
+    `report_to` lists Trainer's trackers, comma-separated ("none" = none); empty
+    storage_path = <output_dir>/train and empty output_model = <output_dir>/model (the merged
+    model, loadable like any model).
     """
 
     subset: str = ""
@@ -257,7 +275,16 @@ class TrainConfig(Section):
     lora_dropout: float = 0.0
     epochs: int = 1
     lr: float = 1e-4
+    lr_scheduler: str = "constant"
+    warmup_steps: int | float = 0
+    weight_decay: float = 0.0
     batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    fsdp: Literal["no", "full_shard", "shard_grad_op"] = "no"
+    fsdp_offload: bool = False
+    report_to: str = "none"
     max_length: int = 512
     workers: int = 1
     use_gpu: bool = False
@@ -266,20 +293,61 @@ class TrainConfig(Section):
     seed: int = 0
     output_model: str = ""
 
+    def trackers(self) -> list[str]:
+        """The trackers Trainer reports to (report_to's items; none for "none")."""
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        return [] if names == ["none"] else names
+
     def validate(self, key: str) -> None:
         """Counts >= 1, lr and lora_alpha > 0, dropout in [0, 1), max_failures >= -1, URIs that
-        name a filesystem."""
+        name a filesystem, a known schedule with a warmup it uses, and precision and FSDP only
+        on GPUs."""
         check_paths(self, key, ("subset", "storage_path", "output_model"))
-        check_at_least(self, key, ("epochs", "batch_size", "workers", "lora_r"), 1)
+        counts = ("epochs", "batch_size", "gradient_accumulation_steps", "workers", "lora_r")
+        check_at_least(self, key, counts, 1)
         if self.max_length < 8:
             raise ConfigError(f"config: {key}.max_length must be >= 8, got {self.max_length}")
         for name in ("lr", "lora_alpha"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config: {key}.{name} must be > 0")
+        check_at_least(self, key, ("weight_decay",), 0)
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"config: {key}.lora_dropout must be in [0, 1)")
         if self.max_failures < -1:
             raise ConfigError(f"config: {key}.max_failures must be >= 0 (or -1 = retry forever)")
+        self._validate_schedule(key)
+        self._validate_hardware(key)
+        if not self.trackers() and self.report_to.strip() != "none":
+            raise ConfigError(f"config: {key}.report_to must list trackers or be none")
+
+    def _validate_schedule(self, key: str) -> None:
+        """A known scheduler; warmup a step count >= 0 or a fraction in [0, 1) that it uses."""
+        check_choice(f"{key}.lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        w = self.warmup_steps
+        if w < 0 or (isinstance(w, float) and w >= 1):
+            raise ConfigError(
+                f"config: {key}.warmup_steps must be a step count >= 0 or a fraction in [0, 1), "
+                f"got {w}"
+            )
+        if w and self.lr_scheduler == "constant":
+            raise ConfigError(
+                f"config: {key}.warmup_steps needs a scheduler with warmup "
+                f"({key}.lr_scheduler: constant_with_warmup, linear, cosine, ...)"
+            )
+
+    def _validate_hardware(self, key: str) -> None:
+        """Mixed precision and FSDP only on GPUs (Accelerate ignores FSDP on CPUs)."""
+        if self.fsdp_offload and self.fsdp == "no":
+            raise ConfigError(f"config: {key}.fsdp_offload needs {key}.fsdp")
+        if self.use_gpu:
+            return
+        if self.mixed_precision != "no":
+            raise ConfigError(
+                f"config: {key}.mixed_precision: {self.mixed_precision} needs GPUs "
+                f"({key}.use_gpu: true); a CPU gang trains in the model's dtype"
+            )
+        if self.fsdp != "no":
+            raise ConfigError(f"config: {key}.fsdp needs GPUs ({key}.use_gpu: true)")
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Ray Train lives here: a gang of training workers, what each sees of Ray Train, and the fit.
+"""Ray Train lives here: a gang of training workers, the fit, and a Hugging Face Trainer's
+hooks into it (the last checkpoint to resume from, a report for each checkpoint it saves).
 
-The training loop itself (delift_ray.finetune.worker) is plain PyTorch: it gets a context for
-its rank, device, checkpoints and reports, and its inputs from the object store.
+The training itself (delift_ray.finetune.worker) is a Hugging Face Trainer; its inputs come from
+the object store.
 """
 
 from __future__ import annotations
@@ -29,42 +30,28 @@ class Checkpoint(Protocol):
         ...
 
 
-class RayTrainContext:
-    """A WorkerContext (delift_ray.finetune.worker) on Ray Train, inside a training function."""
+HF_CHECKPOINT = "checkpoint"  # RayTrainReportCallback's folder inside a Ray Train checkpoint
 
-    def __init__(self) -> None:
-        import ray.train
-        import ray.train.torch
 
-        ctx = ray.train.get_context()
-        self.rank: int = ctx.get_world_rank()
-        self.world: int = ctx.get_world_size()
-        self.device: Any = ray.train.torch.get_device()
+@contextmanager
+def last_checkpoint() -> Iterator[str | None]:
+    """Inside Ray Train: the run's last Trainer checkpoint directory while in use, or None."""
+    import ray.train
 
-    def prepare_model(self, model: Any) -> Any:
-        """The model on this worker's device, in DistributedDataParallel when world > 1."""
-        import ray.train.torch
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as d:
+        yield str(Path(d, HF_CHECKPOINT))
 
-        return ray.train.torch.prepare_model(model)
 
-    @contextmanager
-    def last_checkpoint(self) -> Iterator[Path | None]:
-        """The directory of the run's last checkpoint while in use, or None on a first start."""
-        import ray.train
+def on_ray_train(trainer: Any) -> Any:
+    """A Hugging Face Trainer prepared for Ray Train that reports each checkpoint it saves."""
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as d:
-            yield Path(d)
-
-    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        """ray.train.report, with the directory as the checkpoint if there is one."""
-        import ray.train
-
-        attached = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
-        ray.train.report(metrics, checkpoint=attached)
+    trainer.add_callback(RayTrainReportCallback())
+    return prepare_trainer(trainer)
 
 
 def fit_gang(
@@ -76,10 +63,12 @@ def fit_gang(
     name: str,
     storage: str,
     hint: str,
+    env: dict[str, str] | None = None,
 ) -> Checkpoint:
-    """Run loop(context, **inputs) on `workers` Ray Train workers (each input put in the object
-    store once), restarting the gang from its last checkpoint up to `max_failures` times; the
-    last checkpoint. `hint` says how to ask for less when the cluster cannot host the gang."""
+    """Run loop(**inputs) on `workers` Ray Train workers (each input put in the object store
+    once, `env` set in their environment), restarting the gang from its last checkpoint up to
+    `max_failures` times; the last checkpoint. `hint` says how to ask for less when the cluster
+    cannot host the gang."""
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # else ~2 s per report
     with using_ray():
         import ray
@@ -99,10 +88,12 @@ def fit_gang(
                 storage_path=storage,
                 failure_config=FailureConfig(max_failures=max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                # Ray Train V2's field; mypy reads the V1 RunConfig that ray.train names statically.
+                worker_runtime_env={"env_vars": env} if env else None,  # type: ignore[call-arg]
             ),
         )
         checkpoint = trainer.fit().checkpoint
-    assert checkpoint is not None  # rank 0 attaches one to every epoch's report
+    assert checkpoint is not None  # Trainer saves, and reports, one every epoch
     return checkpoint
 
 
@@ -112,4 +103,4 @@ def _train_function(config: dict[str, Any]) -> None:
 
     refs = config["inputs"]
     inputs = dict(zip(refs, ray.get(list(refs.values()))))
-    config["loop"](RayTrainContext(), **inputs)
+    config["loop"](**inputs)

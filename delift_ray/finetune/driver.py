@@ -1,12 +1,12 @@
 """Fine-tune the model on a subset with Ray Train, full or LoRA, loss on response tokens only:
 the driver.
 
-It lays the rows out (finetune.layout), fits a gang of training workers (finetune.worker on
-distributed.train_gang) that resumes from the last checkpoint after a failure, and exports the
-result. The run's name hashes the model, the rows and the recipe, so rerunning a config
-continues its run and a changed config starts a fresh one. After fit, the driver rebuilds the
-model from the last checkpoint, merges LoRA weights into it and saves a plain model directory
-that loads like any other.
+It lays the rows out (finetune.layout), fits a gang of Hugging Face Trainer workers
+(finetune.worker on distributed.train_gang) that resumes from the last checkpoint after a
+failure, and exports the result. The run's name hashes the model, the rows and the recipe, so
+rerunning a config continues its run and a changed config starts a fresh one. After fit, the
+driver loads the model of the last Trainer checkpoint, merges LoRA adapters into it and saves a
+plain model directory that loads like any other.
 """
 
 from __future__ import annotations
@@ -31,21 +31,16 @@ from delift_ray.config import Config, DataConfig, ModelConfig, TrainConfig, conf
 from delift_ray.data.chat import chat_template
 from delift_ray.data.read import read_examples
 from delift_ray.distributed.session import run_scope
-from delift_ray.distributed.train_gang import fit_gang
+from delift_ray.distributed.train_gang import HF_CHECKPOINT, fit_gang
 from delift_ray.errors import ConfigError, DeliftError
 from delift_ray.extras import optional_import
 from delift_ray.files import prepare_output_dir, write_json
+from delift_ray.finetune.arguments import check_trackers, tracker_env
 from delift_ray.finetune.layout import Layout, encode_pairs
-from delift_ray.finetune.worker import (
-    MODEL_STATE,
-    PROGRESS,
-    EpochHook,
-    build_model,
-    load_trainable,
-    train_worker,
-)
+from delift_ray.finetune.worker import AttemptLog, train_worker
 from delift_ray.models.load import (
     fingerprint,
+    load_model,
     load_tokenizer,
     max_length,
     model_config,
@@ -54,8 +49,17 @@ from delift_ray.models.load import (
 from delift_ray.versions import package_versions
 
 SUBSET_FILES = ("subset.jsonl", "subset.parquet")
-# Not part of the run's identity: where it is stored, how it survives failures, where it ends.
-RUN_INDEPENDENT = ("subset", "storage_path", "max_failures", "output_model", "use_gpu")
+# Not part of the run's identity: where it is stored, how it survives failures, where it ends,
+# who watches it.
+RUN_INDEPENDENT = (
+    "subset",
+    "storage_path",
+    "max_failures",
+    "output_model",
+    "use_gpu",
+    "report_to",
+)
+TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass
@@ -91,19 +95,24 @@ def storage_path(train: TrainConfig, output_dir: str) -> str:
 
 
 @run_scope()
-def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
+def run_train(cfg: Config, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Fine-tune per cfg.train on Ray Train; save the model and <output_dir>/train_manifest.json.
 
-    `on_epoch(epoch, rank)`, if given, is called by every worker as each epoch starts (it must
-    pickle: Ray ships it to the workers).
+    `callbacks`, Hugging Face TrainerCallbacks, are added to every worker's Trainer (they must
+    pickle: Ray ships them to the workers).
     """
     started = time.perf_counter()
     if not cfg.model.path:
         raise ConfigError("config: train needs model.path (the model to fine-tune)")
+    if cfg.train.mixed_precision == "fp16" and cfg.model.dtype != "float32":
+        raise ConfigError(
+            "config: train.mixed_precision: fp16 needs model.dtype: float32 (its master weights)"
+        )
     # Ray Train runs each worker in its own directory: a relative model.path would not resolve.
     cfg = dataclasses.replace(cfg, model=with_absolute_path(cfg.model))
     if cfg.train.method == "lora":  # on the driver: a worker's import error is a remote traceback
         optional_import("peft", "train", "train.method: lora")
+    check_trackers(cfg.train)
     out = prepare_output_dir(cfg.output_dir)
     source = subset_path(cfg.train, cfg.data)
     tokenizer = load_tokenizer(cfg.model)
@@ -122,10 +131,10 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
     t = cfg.train
     worker_inputs = {
         "pairs": pairs,
-        "pad_id": tokenizer.pad_token_id,
         "train": t,
         "model": cfg.model,
-        "on_epoch": on_epoch,
+        "run_name": name,
+        "callbacks": list(callbacks),
     }
     checkpoint = fit_gang(
         train_worker,
@@ -136,12 +145,13 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         name=name,
         storage=storage_at,
         hint="lower train.workers" + (", or set train.use_gpu: false" if t.use_gpu else ""),
+        env=tracker_env(t),
     )
     fit_s = time.perf_counter() - fit_start
     model_dir = output_model_path(cfg.train, cfg.output_dir)
     with checkpoint.as_directory() as d:
-        progress = json.loads(Path(d, PROGRESS).read_text())
-        model_fp = export_model(cfg.model, cfg.train, Path(d, MODEL_STATE), model_dir)
+        state = json.loads(Path(d, HF_CHECKPOINT, TRAINER_STATE).read_text())
+        model_fp = export_model(cfg.model, cfg.train, Path(d, HF_CHECKPOINT), model_dir)
     tokens = sum(len(ids) for ids, _ in pairs)
     response = sum(len(ids) - n_prompt for ids, n_prompt in pairs)
     manifest = {
@@ -154,8 +164,11 @@ def run_train(cfg: Config, on_epoch: EpochHook | None = None) -> TrainResult:
         "method": cfg.train.method,
         "epochs": cfg.train.epochs,
         "workers": cfg.train.workers,
-        "losses": progress["losses"],
-        "attempt_start_epochs": progress["starts"],
+        "losses": [log["loss"] for log in state["log_history"] if "loss" in log],
+        "attempt_start_epochs": state["stateful_callbacks"][AttemptLog.__name__]["attributes"][
+            "starts"
+        ],
+        "optimizer_steps": state["global_step"],
         "tokens_per_epoch": tokens,
         "training_tokens": tokens * cfg.train.epochs,
         "response_tokens": response * cfg.train.epochs,
@@ -184,15 +197,16 @@ def run_name(
     return "train-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def export_model(model_cfg: ModelConfig, train: TrainConfig, state_file: Path, out: str) -> str:
-    """Rebuild the model with the checkpoint's weights (LoRA merged) and save it to `out` (a path
-    or a URI) all or nothing; returns the saved model's fingerprint."""
-    import torch
-
-    model, tokenizer = build_model(model_cfg, train)
-    load_trainable(model, torch.load(state_file, map_location="cpu", weights_only=True))
+def export_model(model_cfg: ModelConfig, train: TrainConfig, checkpoint: Path, out: str) -> str:
+    """The model of a Trainer checkpoint (LoRA adapters merged into the base), saved to `out` (a
+    path or a URI) all or nothing; returns the saved model's fingerprint."""
     if train.method == "lora":
-        model = model.merge_and_unload()
+        peft = optional_import("peft", "train", "train.method: lora")
+        base = load_model(model_cfg).model
+        model = peft.PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
+    else:
+        model = load_model(dataclasses.replace(model_cfg, path=str(checkpoint))).model
+    tokenizer = load_tokenizer(model_cfg)
     local = not storage.is_uri(out)
     if local:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

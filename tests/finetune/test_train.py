@@ -1,16 +1,18 @@
-"""Fine-tuning: response-only labels, lockstep shards, a short Ray Train run whose loss falls,
-LoRA merged into a loadable model, and a run that resumes from its checkpoint after a crash."""
+"""Fine-tuning: response-only labels, a short Trainer run on two Ray Train workers that resumes
+from its checkpoint after a crash, lowers the loss and reports it to MLflow, and LoRA merged
+into a loadable model."""
 
 from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
+from transformers import TrainerCallback
 
 import pipelines.train as train_job
 from delift_ray.config import ModelConfig, load_config
@@ -24,7 +26,7 @@ from delift_ray.finetune.layout import (
     mean_response_loss,
     response_nll,
 )
-from delift_ray.finetune.worker import ATTENTION_PROJECTIONS, epoch_batches
+from delift_ray.finetune.worker import ATTENTION_PROJECTIONS
 from delift_ray.models.load import load_model, load_tokenizer
 
 WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl"]
@@ -95,17 +97,6 @@ def test_prompt_is_cut_from_the_left_and_a_response_that_cannot_fit_is_dropped()
     assert layout.pair([10], [20, 21, 22], 5) is None
 
 
-def test_every_rank_gets_the_same_number_of_batches_and_all_rows_are_seen():
-    shards = [epoch_batches(11, 3, r, batch_size=2, seed=0, epoch=1) for r in range(3)]
-    assert len({len(s) for s in shards}) == 1
-    seen = np.concatenate([b for s in shards for b in s])
-    assert set(seen) == set(range(11)) and len(seen) == 12
-    assert not np.array_equal(
-        np.concatenate(epoch_batches(11, 1, 0, 11, 0, 0)),
-        np.concatenate(epoch_batches(11, 1, 0, 11, 0, 1)),
-    )
-
-
 def test_subset_path_accepts_a_selection_output_dir(tmp_path):
     sel = tmp_path / "sel"
     sel.mkdir()
@@ -117,17 +108,25 @@ def test_subset_path_accepts_a_selection_output_dir(tmp_path):
 
 
 @pytest.mark.timeout(280)
-def test_full_fine_tuning_on_two_workers_lowers_the_response_loss(
+def test_two_workers_killed_once_resume_and_lower_the_response_loss(
     tmp_path, tiny_model_dir, ray_local, monkeypatch
 ):
     pool = write_rows(tmp_path / "pool.jsonl")
     # A relative model.path, as in the shipped configs: Ray Train workers run in another cwd.
     monkeypatch.chdir(Path(tiny_model_dir).parent)
     relative = Path(tiny_model_dir).name
-    cfg = train_cfg(tmp_path, relative, pool, "train.workers=2", "train.epochs=3", "train.lr=0.01")
+    # The tracker's settings reach the workers from the driver's environment.
+    mlruns = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlruns)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "delift-test")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store needs no server
+    extra = ("train.workers=2", "train.epochs=3", "train.lr=0.01", "train.report_to=mlflow")
+    cfg = train_cfg(tmp_path, relative, pool, *extra, "train.max_failures=1")
     pairs, pad = pairs_of(cfg, tiny_model_dir)
     before = mean_response_loss(load_model(cfg.model).model, pairs, pad)
-    result = run_train(cfg)
+    marker = tmp_path / "crashed"
+    result = run_train(cfg, callbacks=[KillRank0Once(str(marker))])
+    assert marker.exists()
     after = mean_response_loss(
         load_model(ModelConfig(path=str(result.model_dir))).model, pairs, pad
     )
@@ -136,10 +135,21 @@ def test_full_fine_tuning_on_two_workers_lowers_the_response_loss(
     m = json.loads(Path(result.manifest_path).read_text())
     assert m["rows"] == 20 and m["too_long"] == 0 and m["epochs"] == 3
     assert len(m["losses"]) == 3 and m["losses"][-1] < m["losses"][0]
-    assert m["attempt_start_epochs"] == [0]
+    first, restart = m["attempt_start_epochs"]
+    print(f"attempts started at epochs {first} and {restart}; losses {m['losses']}")
+    assert first == 0 and restart in (1, 2)  # the gang resumed from a checkpoint
     assert m["training_tokens"] == 3 * sum(len(ids) for ids, _ in pairs)
     assert m["storage_path"] == str(tmp_path / "run" / "train")
     assert m["model_fingerprint"] != m["base_model_fingerprint"]
+    assert m["optimizer_steps"] == 3 * 3  # 10 rows per worker in batches of 4, each epoch
+    # Each attempt is an MLflow run; between them they logged every epoch's loss.
+    client = MlflowClient(mlruns)
+    runs = client.search_runs([client.get_experiment_by_name("delift-test").experiment_id])
+    assert len(runs) == 2
+    logged = {
+        x.step: x.value for r in runs for x in client.get_metric_history(r.info.run_id, "loss")
+    }
+    assert [logged[step] for step in (3, 6, 9)] == pytest.approx(m["losses"])
 
 
 @pytest.mark.timeout(280)
@@ -169,22 +179,14 @@ def test_lora_job_entry_point_trains_a_subset_and_saves_a_merged_model(
     assert changed and all(n.rsplit(".", 2)[-2] in ATTENTION_PROJECTIONS for n in changed)
 
 
-@pytest.mark.timeout(280)
-def test_a_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_model_dir, ray_local):
-    pool = write_rows(tmp_path / "pool.jsonl")
-    cfg = train_cfg(tmp_path, tiny_model_dir, pool, "train.epochs=3", "train.max_failures=1")
-    marker = tmp_path / "crashed"
-    result = run_train(cfg, on_epoch=partial(kill_rank_0_once, str(marker)))
-    assert marker.exists()
-    m = result.manifest
-    assert len(m["losses"]) == 3
-    first, restart = m["attempt_start_epochs"]
-    print(f"attempts started at epochs {first} and {restart}; losses {m['losses']}")
-    assert first == 0 and restart in (1, 2)
-
-
-def kill_rank_0_once(marker: str, epoch: int, rank: int) -> None:
+class KillRank0Once(TrainerCallback):
     """The fault: while `marker` is missing, rank 0 dies at the start of FAULT_EPOCH."""
-    if rank == 0 and epoch == FAULT_EPOCH and not os.path.exists(marker):
-        Path(marker).touch()
-        os._exit(1)
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        epoch = round(state.epoch or 0)
+        if args.process_index == 0 and epoch == FAULT_EPOCH and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
