@@ -97,27 +97,10 @@ class RayHead:
         self._wait_for_jobs_api(deadline=t0 + timeout)
         self.start_seconds = time.perf_counter() - t0
 
-    def add_worker(
-        self, name: str, num_cpus: int, num_gpus: int = 0, timeout: float = 120
-    ) -> RayWorker:
-        """Start a worker node (`ray start --address`) with its own marker and ports; it also
-        advertises one unit of the resource `name`, so it can be found in the node list."""
-        env = {**self.env, MARKER: uuid.uuid4().hex}
+    def worker(self, name: str) -> RayWorker:
+        """A worker node for this head with its own marker and ports; starts nothing."""
         ports = dict(zip(NODE_PORT_FLAGS, free_ports(len(NODE_PORT_FLAGS)), strict=True))
-        cmd = [
-            str(VENV_BIN / "ray"),
-            "start",
-            f"--address={self.address}",
-            "--node-ip-address=127.0.0.1",
-            f"--num-cpus={num_cpus}",
-            f"--num-gpus={num_gpus}",
-            f"--resources={json.dumps({name: 1})}",
-            f"--temp-dir={self.temp_dir}",
-            "--disable-usage-stats",
-            *(f"{flag}={port}" for flag, port in ports.items()),
-        ]
-        ray_start(cmd, env, self.temp_dir / f"ray-start-{name}.log", timeout)
-        return RayWorker(name, env)
+        return RayWorker(name, self, {**self.env, MARKER: uuid.uuid4().hex}, ports)
 
     def _wait_for_jobs_api(self, deadline: float) -> None:
         while True:
@@ -151,10 +134,29 @@ class RayHead:
 
 @dataclass
 class RayWorker:
-    """One worker node joined to a RayHead; its processes carry their own marker."""
+    """One worker node of a RayHead; its processes carry their own marker."""
 
     name: str
+    head: RayHead
     env: dict[str, str]
+    ports: dict[str, int]
+
+    def start(self, num_cpus: int, num_gpus: int = 0, timeout: float = 120) -> None:
+        """Run `ray start --address` on loopback; the node also advertises one unit of the
+        resource named after it, so it can be found in the node list."""
+        cmd = [
+            str(VENV_BIN / "ray"),
+            "start",
+            f"--address={self.head.address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            f"--num-gpus={num_gpus}",
+            f"--resources={json.dumps({self.name: 1})}",
+            f"--temp-dir={self.head.temp_dir}",
+            "--disable-usage-stats",
+            *(f"{flag}={port}" for flag, port in self.ports.items()),
+        ]
+        ray_start(cmd, self.env, self.head.temp_dir / f"ray-start-{self.name}.log", timeout)
 
     def pids(self) -> list[int]:
         """Live processes of this node (its raylet, agents and workers)."""

@@ -12,7 +12,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,12 @@ class Cluster:
         self.workers: dict[str, RayWorker] = {}
 
     def add(self, nodes: dict[str, tuple[int, int]]) -> dict[str, str]:
-        """Start worker nodes (name: (CPUs, GPUs)) side by side, wait until the head lists each
-        one alive; their node ids by name."""
-        with ThreadPoolExecutor(len(nodes)) as pool:
-            started = {n: pool.submit(self.head.add_worker, n, *spec) for n, spec in nodes.items()}
-        self.workers.update({n: f.result() for n, f in started.items()})
+        """Start worker nodes (name: (CPUs, GPUs)) one after the other (started side by side
+        on a loaded machine, one missed Ray's 30 s registration wait), wait until the head lists
+        each one alive; their node ids by name."""
+        for name, (cpus, gpus) in nodes.items():
+            self.workers[name] = self.head.worker(name)  # known before it starts: stop() kills it
+            self.workers[name].start(cpus, gpus)
         deadline = time.monotonic() + 60
         while True:
             ids = {n: i for i, r in self.resources().items() for n in nodes if n in r}
@@ -78,14 +78,15 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Cluster, dict[str, str]]]:
-    """The cluster and the node ids of its two worker nodes, "gpu" (2 CPUs, 1 GPU) and "cpu"."""
+    """The cluster and the node ids of its worker nodes: "gpu" (2 CPUs, 1 GPU), "cpu" and
+    "spare" (2 CPUs each; the spare gives a lost scoring actor room to start again)."""
     root = Path(tempfile.mkdtemp(prefix="rm", dir="/tmp"))  # Ray's socket paths must stay short
     head = RayHead.create(root)
     head.env.update(FAST_HEALTH_CHECKS)
     c = Cluster(head)
     try:
         head.start(num_cpus=1)
-        ids = c.add({"gpu": (2, 1), "cpu": (2, 0)})
+        ids = c.add({"gpu": (2, 1), "cpu": (2, 0), "spare": (2, 0)})
         yield c, ids
     finally:
         left = c.stop()
@@ -152,11 +153,12 @@ def test_actors_on_two_nodes_fill_one_store(
 ) -> None:
     c, ids = cluster
     pool = write_word_pool(tmp_path / "pool.jsonl", WORDS[:5])
-    # Two actors of 2 CPUs: the head (1 CPU) holds neither, so each worker node holds one.
+    # Two actors of 2 CPUs: the head (1 CPU) holds neither, so two worker nodes hold one each.
     ray = ["scoring.executor=ray", "scoring.actors=2", "scoring.cpus_per_actor=2"]
     manifest, picks = select_on(c, [*settings(tmp_path, pool, tiny_model_dir, "a", "s"), *ray])
     per_node = manifest["kernel"]["blocks_per_node"]
-    assert set(per_node) == {ids["gpu"], ids["cpu"]}, per_node
+    # d0 and pairs run on pools of their own, so the blocks come from two or three worker nodes.
+    assert len(per_node) >= 2 and set(per_node) <= set(ids.values()), per_node
     assert len(pair_blocks(tmp_path / "s")) == 10  # one block per demonstration, in one store
     again, picks_again = select_on(c, [*settings(tmp_path, pool, tiny_model_dir, "b", "s"), *ray])
     assert again["kernel"]["pairs_scored"] == 0
@@ -168,7 +170,6 @@ def test_worker_node_lost_mid_scoring_keeps_the_selection(
     cluster: tuple[Cluster, dict[str, str]], tiny_model_dir: str, tmp_path: Path
 ) -> None:
     c, ids = cluster
-    ids.update(c.add({"spare": (2, 0)}))  # room for the lost actor to start again
     pool = write_word_pool(tmp_path / "pool.jsonl", WORDS[:10])
     store = tmp_path / "s"
     killed: list[str] = []
