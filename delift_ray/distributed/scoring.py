@@ -14,15 +14,19 @@ Report = Callable[[dict[str, Any]], None]
 
 
 class BatchedBlockWorker:
-    """A BlockWorker fed numpy batches of block rows: one summary row per block."""
+    """A BlockWorker fed numpy batches of block rows: one summary row per block, with the id
+    of the Ray node that scored it."""
 
     def __init__(self, job: WorkerSpec, sets: dict[str, TextSet]) -> None:
+        import ray
+
         self.worker = BlockWorker(job, sets)
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: Batch) -> Batch:
         """Score every block of the batch (writing each to the store); their summaries."""
         rows = [{k: batch[k][n] for k in batch} for n in range(len(batch["kind"]))]
-        out = [self.worker.score(Block.from_row(r)) for r in rows]
+        out = [{**self.worker.score(Block.from_row(r)), "node": self.node} for r in rows]
         return {k: np.array([o[k] for o in out]) for k in out[0]}
 
 

@@ -290,6 +290,7 @@ def execute(
         "targets_scored_d0": 0,
         "tokens_scored": 0,
         "blocks": 0,
+        "blocks_per_node": {},  # Ray node id -> blocks its actors scored (none in-process)
     }
     written: dict[str, list[str]] = {"plain": [], "pairs": []}
     start = time.perf_counter()
@@ -300,6 +301,9 @@ def execute(
             counters[key] += int(summary["rows"])
             counters["tokens_scored"] += int(summary["tokens"])
             counters["blocks"] += 1
+            if "node" in summary:
+                per_node = counters["blocks_per_node"]
+                per_node[summary["node"]] = per_node.get(summary["node"], 0) + 1
             written[kind].append(str(summary["block"]))
             bar.update_to(counters[key])
 

@@ -1,12 +1,14 @@
-"""A throwaway Ray head for tests: own temp dir and ports, stopped by killing exactly its processes.
+"""A throwaway Ray head for tests, and worker nodes joining it on loopback: own temp dir and
+ports, each node stopped by killing exactly its processes.
 
 `ray stop` is never used: it kills every Ray process on the machine, including other users'
-in-process clusters. Every process of this head inherits a unique marker variable from
-`ray start`, so the head's processes are found through /proc/<pid>/environ and nothing else.
+in-process clusters. Every process of a node inherits a unique marker variable from its
+`ray start`, so a node's processes are found through /proc/<pid>/environ and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,6 +27,14 @@ PORT_FLAGS = (
     "--port",
     "--dashboard-port",
     "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+    "--node-manager-port",
+    "--object-manager-port",
+)
+NODE_PORT_FLAGS = (  # the ports every node (head or worker) listens on
     "--dashboard-agent-listen-port",
     "--dashboard-agent-grpc-port",
     "--runtime-env-agent-port",
@@ -64,6 +74,11 @@ class RayHead:
         """The Jobs API / dashboard address, for `ray job --address`."""
         return f"http://127.0.0.1:{self.ports['--dashboard-port']}"
 
+    @property
+    def address(self) -> str:
+        """The GCS address, for RAY_ADDRESS and `ray start --address`."""
+        return f"127.0.0.1:{self.ports['--port']}"
+
     def start(self, num_cpus: int = 4, timeout: float = 120) -> None:
         """Run `ray start --head` and wait for the Jobs API; RuntimeError with its output if not."""
         log = self.temp_dir / "ray-start.log"
@@ -78,18 +93,14 @@ class RayHead:
             *(f"{flag}={port}" for flag, port in self.ports.items()),
         ]
         t0 = time.perf_counter()
-        # Output goes to a file: the daemons may inherit the handles, and a pipe would never close.
-        with log.open("w") as out:
-            try:
-                rc = subprocess.run(
-                    cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
-                ).returncode
-            except subprocess.TimeoutExpired:
-                rc = None
-        if rc != 0:
-            raise RuntimeError(f"ray start failed (rc={rc}):\n{log.read_text()}")
+        ray_start(cmd, self.env, log, timeout)
         self._wait_for_jobs_api(deadline=t0 + timeout)
         self.start_seconds = time.perf_counter() - t0
+
+    def worker(self, name: str) -> RayWorker:
+        """A worker node for this head with its own marker and ports; starts nothing."""
+        ports = dict(zip(NODE_PORT_FLAGS, free_ports(len(NODE_PORT_FLAGS)), strict=True))
+        return RayWorker(name, self, {**self.env, MARKER: uuid.uuid4().hex}, ports)
 
     def _wait_for_jobs_api(self, deadline: float) -> None:
         while True:
@@ -118,14 +129,69 @@ class RayHead:
 
     def stop(self, grace: float = 15) -> list[int]:
         """SIGTERM then SIGKILL every process of this head; returns any still alive."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            deadline = time.perf_counter() + wait
-            while (pids := self.pids()) and time.perf_counter() < deadline:
-                for pid in pids:
-                    with suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-                time.sleep(0.5)
-        return self.pids()
+        return stop_marked(self.env[MARKER], ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)))
+
+
+@dataclass
+class RayWorker:
+    """One worker node of a RayHead; its processes carry their own marker."""
+
+    name: str
+    head: RayHead
+    env: dict[str, str]
+    ports: dict[str, int]
+
+    def start(self, num_cpus: int, num_gpus: int = 0, timeout: float = 120) -> None:
+        """Run `ray start --address` on loopback; the node also advertises one unit of the
+        resource named after it, so it can be found in the node list."""
+        cmd = [
+            str(VENV_BIN / "ray"),
+            "start",
+            f"--address={self.head.address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            f"--num-gpus={num_gpus}",
+            f"--resources={json.dumps({self.name: 1})}",
+            f"--temp-dir={self.head.temp_dir}",
+            "--disable-usage-stats",
+            *(f"{flag}={port}" for flag, port in self.ports.items()),
+        ]
+        ray_start(cmd, self.env, self.head.temp_dir / f"ray-start-{self.name}.log", timeout)
+
+    def pids(self) -> list[int]:
+        """Live processes of this node (its raylet, agents and workers)."""
+        return marked_pids(MARKER, self.env[MARKER])
+
+    def kill(self) -> list[int]:
+        """SIGKILL every process of this node at once (a node lost); returns any still alive."""
+        return stop_marked(self.env[MARKER], ((signal.SIGKILL, 5.0),))
+
+
+def ray_start(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> None:
+    """Run one `ray start` command; RuntimeError with its output if it fails."""
+    # Output goes to a file: the daemons may inherit the handles, and a pipe would never close.
+    with log.open("w") as out:
+        try:
+            rc = subprocess.run(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+    if rc != 0:
+        raise RuntimeError(f"ray start failed (rc={rc}):\n{log.read_text()}")
+
+
+def stop_marked(value: str, signals: tuple[tuple[signal.Signals, float], ...]) -> list[int]:
+    """Send each signal in turn to the processes marked `value` until none is left or its wait
+    runs out; returns any still alive."""
+    for sig, wait in signals:
+        deadline = time.perf_counter() + wait
+        while (pids := marked_pids(MARKER, value)) and time.perf_counter() < deadline:
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(0.5)
+    return marked_pids(MARKER, value)
 
 
 def free_ports(n: int) -> list[int]:
