@@ -167,8 +167,15 @@ class UtilityModel:
         rows = _pack(groups, cfg.packed_row_tokens, cfg.max_batch_size)
         rows.sort(key=lambda r: -r.used)
         start = 0
-        while start < len(rows):  # longest first: rows of a batch need little padding
-            end = start + max(1, min(len(rows) - start, cfg.max_batch_tokens // rows[start].used))
+        while start < len(rows):  # longest first, each batch padded at most 1/8 of its rows
+            width = rows[start].used
+            end = start + 1
+            while (
+                end < len(rows)
+                and (end - start + 1) * width <= cfg.max_batch_tokens
+                and rows[end].used * 8 >= width * 7
+            ):
+                end += 1
             batch = rows[start:end]
             where = [w for r in batch for w in r.where]
             out[where] = self._forward_packed(batch)
