@@ -12,8 +12,10 @@ Every sequence is the one a plain per-pair loop builds (`templates.Prompts`). Tw
   whole-text prompts really have in common. A row of at most `packed_row_tokens` tokens holds that
   prefix once, then its targets' suffixes, each attending to the prefix and itself with positions
   continuing from the prefix (sequences with nothing to share are packed side by side the same
-  way). One forward per row, no KV cache, no copies; logits only where a scored token is
-  predicted.
+  way). Each group takes the fewest rows first-fit decreasing finds, and its pieces fill rows
+  first-fit decreasing too. Rows of similar length go through one forward as a right-padded
+  batch (within `max_batch_tokens`), no KV cache, no copies; logits only where a scored token
+  is predicted.
 - padded (sharing off, or a model sharing cannot be exact for): sequences sorted longest first
   in right-padded batches of at most `max_batch_tokens` padded tokens and `max_batch_size` rows.
 """
