@@ -181,7 +181,7 @@ class ScoringConfig(ActorPoolConfig):
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
     prefix_sharing: bool = True
-    packed_row_tokens: int = 512  # one packed row's tokens; its attention grows with their square
+    packed_row_tokens: int = 1024  # one packed row's tokens; its attention grows with their square
     demos_per_block: int = 32
     targets_per_plain_block: int = 1024
     calibration_pairs: int = 32

@@ -75,7 +75,8 @@ def sharing_refusal(config: Any, model_class: Any) -> str | None:
 
 @dataclass
 class PackedRow:
-    """One packed row: token ids, and per token its segment group, suffix number and position."""
+    """Packed rows, (L,) or (B, L): token ids, and per token its segment group, suffix number and
+    position."""
 
     ids: np.ndarray
     group: np.ndarray  # segments that may see each other share a group (a prefix and its suffixes)
@@ -84,23 +85,23 @@ class PackedRow:
 
 
 def packed_mask(row: PackedRow, layers: LayerWindows, kernel: str, dtype: Any, device: Any) -> Any:
-    """The (1, 1, L, L) mask of a packed row, or a dict of them per layer type."""
+    """The (B, 1, L, L) mask of packed rows (B = 1 for one row), or a dict per layer type."""
     import torch
 
-    group = torch.as_tensor(row.group, device=device)
-    suffix = torch.as_tensor(row.suffix, device=device)
-    pos = torch.as_tensor(row.position, device=device)
-    index = torch.arange(len(row.ids), device=device)
+    group = torch.as_tensor(np.atleast_2d(row.group), device=device)
+    suffix = torch.as_tensor(np.atleast_2d(row.suffix), device=device)
+    pos = torch.as_tensor(np.atleast_2d(row.position), device=device)
+    index = torch.arange(group.shape[1], device=device)
     seen = (
-        (group[None, :] == group[:, None])
-        & ((suffix[None, :] == 0) | (suffix[None, :] == suffix[:, None]))
+        (group[:, None, :] == group[:, :, None])
+        & ((suffix[:, None, :] == 0) | (suffix[:, None, :] == suffix[:, :, None]))
         & (index[None, :] <= index[:, None])
     )
-    distance = pos[:, None] - pos[None, :]
+    distance = pos[:, :, None] - pos[:, None, :]
     masks = {}
     for kind, window in layers.windows.items():
         allowed = seen if window is None else seen & (distance < window)
-        allowed = allowed[None, None]
+        allowed = allowed[:, None]
         if kernel == "eager":  # eager attention adds the mask to its scores
             zero = torch.zeros((), dtype=dtype, device=device)
             allowed = torch.where(allowed, zero, torch.finfo(dtype).min)

@@ -146,6 +146,8 @@ def tokenize_text(tokenizer, texts: list[str], offsets: bool = False, served: bo
         add_special_tokens=False,
         split_special_tokens=not served,
         return_offsets_mapping=offsets,
+        return_attention_mask=False,  # building these costs 6x the tokenizing itself
+        return_token_type_ids=False,
         verbose=False,
     )
 

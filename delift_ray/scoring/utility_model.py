@@ -12,8 +12,10 @@ Every sequence is the one a plain per-pair loop builds (`templates.Prompts`). Tw
   whole-text prompts really have in common. A row of at most `packed_row_tokens` tokens holds that
   prefix once, then its targets' suffixes, each attending to the prefix and itself with positions
   continuing from the prefix (sequences with nothing to share are packed side by side the same
-  way). One forward per row, no KV cache, no copies; logits only where a scored token is
-  predicted.
+  way). Each group takes the fewest rows first-fit decreasing finds, and its pieces fill rows
+  first-fit decreasing too. Rows of similar length go through one forward as a right-padded
+  batch (within `max_batch_tokens`), no KV cache, no copies; logits only where a scored token
+  is predicted.
 - padded (sharing off, or a model sharing cannot be exact for): sequences sorted longest first
   in right-padded batches of at most `max_batch_tokens` padded tokens and `max_batch_size` rows.
 """
@@ -161,35 +163,57 @@ class UtilityModel:
     def _score_packed(
         self, groups: list[_Group], n: int, tick: Callable[[int], None]
     ) -> np.ndarray:
-        """Distances of every group's suffixes, one forward per packed row; output order."""
+        """Distances of every group's suffixes, several packed rows per forward; output order."""
+        cfg = self.scoring
         out = np.empty(n, dtype=np.float64)
-        for row, scored, where in _pack(
-            groups, self.scoring.packed_row_tokens, self.scoring.max_batch_size
-        ):
-            out[where] = self._forward_packed(row, scored)
+        rows = _pack(groups, cfg.packed_row_tokens, cfg.max_batch_size)
+        rows.sort(key=lambda r: -r.used)
+        start = 0
+        while start < len(rows):  # longest first, each batch padded at most 1/8 of its rows
+            width = rows[start].used
+            end = start + 1
+            while (
+                end < len(rows)
+                and (end - start + 1) * width <= cfg.max_batch_tokens
+                and rows[end].used * 8 >= width * 7
+            ):
+                end += 1
+            batch = rows[start:end]
+            where = [w for r in batch for w in r.where]
+            out[where] = self._forward_packed(batch)
             tick(len(where))
+            start = end
         return out
 
     @torch.inference_mode()
-    def _forward_packed(self, row: PackedRow, scored: list[tuple[int, int]]) -> np.ndarray:
-        """Distances of the row's suffixes that end at column e with n scored tokens, (e, n)."""
-        counts = np.array([n for _, n in scored])
-        col = np.concatenate([np.arange(e - n - 1, e - 1) for e, n in scored])
-        ids = torch.as_tensor(row.ids[None].astype(np.int64), device=self.device)
+    def _forward_packed(self, rows: list[_Row]) -> np.ndarray:
+        """Distances of the rows' suffixes, in row then suffix order, from one forward pass."""
+        packed = _stack(rows, pad=self.prompts.eos[0])
+        counts = np.array([n for r in rows for _, n in r.scored])
+        at = [(b, np.arange(e - n - 1, e - 1)) for b, r in enumerate(rows) for e, n in r.scored]
+        row = np.concatenate([np.full(len(c), b) for b, c in at])
+        col = np.concatenate([c for _, c in at])
+        index = (torch.as_tensor(row, device=self.device), torch.as_tensor(col, device=self.device))
         dtype = next(self.model.parameters()).dtype
-        extra: dict[str, Any] = {}
-        if self.keep_logits:
-            extra["logits_to_keep"] = torch.as_tensor(col, device=self.device)
-        logits = self.model(
-            input_ids=ids,
-            attention_mask=packed_mask(row, self.layers, self.kernel, dtype, self.device),
-            position_ids=torch.as_tensor(row.position[None].astype(np.int64), device=self.device),
-            use_cache=False,
-            **extra,
-        ).logits[0]
-        if not self.keep_logits:
-            logits = logits[torch.as_tensor(col, device=self.device)]
-        gold = torch.as_tensor(row.ids[col + 1].astype(np.int64), device=self.device)
+        head = self.model.get_output_embeddings()
+        # the output layer sees only the hidden states that predict scored tokens
+        hook = (
+            None
+            if head is None
+            else head.register_forward_pre_hook(lambda _m, args: (args[0][index][None],))
+        )
+        try:
+            logits = self.model(
+                input_ids=torch.as_tensor(packed.ids.astype(np.int64), device=self.device),
+                attention_mask=packed_mask(packed, self.layers, self.kernel, dtype, self.device),
+                position_ids=torch.as_tensor(packed.position.astype(np.int64), device=self.device),
+                use_cache=False,
+            ).logits
+        finally:
+            if hook is not None:
+                hook.remove()
+        logits = logits[0] if hook is not None else logits[index]
+        gold = torch.as_tensor(packed.ids[row, col + 1].astype(np.int64), device=self.device)
         return self._distance(logits, gold, counts)
 
     # -- padded batches ------------------------------------------------------------------------
@@ -262,57 +286,98 @@ def _common_prefix(seqs: list[np.ndarray]) -> int:
     return shortest if same.all() else int(np.argmin(same))
 
 
-def _pack(
-    groups: list[_Group], row_tokens: int, max_sequences: int
-) -> Iterator[tuple[PackedRow, list[tuple[int, int]], list[int]]]:
-    """Rows of at most row_tokens tokens (one prefix+suffix may exceed it alone): the row, each
-    suffix's (end column, scored tokens) and output index. A group that does not fit in the
-    room left continues in the next row, its prefix repeated there."""
-    parts: list[np.ndarray] = []
-    group_ids: list[np.ndarray] = []
-    suffix_ids: list[np.ndarray] = []
-    positions: list[np.ndarray] = []
-    scored: list[tuple[int, int]] = []
-    where: list[int] = []
-    used = 0
-    tag = 0
+@dataclass
+class _Row:
+    """A packed row being built: its segments, and per suffix (end column, scored tokens) and
+    output index."""
 
-    def flush() -> tuple[PackedRow, list[tuple[int, int]], list[int]]:
-        row = PackedRow(
-            np.concatenate(parts),
-            np.concatenate(group_ids),
-            np.concatenate(suffix_ids),
-            np.concatenate(positions),
+    ids: list[np.ndarray] = field(default_factory=list)
+    group: list[np.ndarray] = field(default_factory=list)
+    suffix: list[np.ndarray] = field(default_factory=list)
+    position: list[np.ndarray] = field(default_factory=list)
+    scored: list[tuple[int, int]] = field(default_factory=list)
+    where: list[int] = field(default_factory=list)
+    used: int = 0
+
+    def add(self, g: _Group, members: list[int]) -> None:
+        """Append g's prefix, then its suffixes `members`, as one segment group."""
+        tag = len(self.ids) + 1  # a fresh tag per group in the row; 0 marks padding
+        pieces = [(g.prefix, 0)] + [(g.suffixes[k], number) for number, k in enumerate(members, 1)]
+        for ids, number in pieces:
+            self.ids.append(ids)
+            self.group.append(np.full(len(ids), tag))
+            self.suffix.append(np.full(len(ids), number))
+            self.position.append(len(g.prefix) * (number > 0) + np.arange(len(ids)))
+            self.used += len(ids)
+            if number:
+                self.scored.append((self.used, g.scored[members[number - 1]]))
+                self.where.append(g.out[members[number - 1]])
+
+
+def _chunks(g: _Group, row_tokens: int, max_sequences: int) -> list[list[int]]:
+    """g's suffixes split into the fewest rows' worth that first-fit decreasing finds: each at
+    most row_tokens tokens with the prefix (a suffix too long for that alone) and max_sequences
+    suffixes."""
+    room = row_tokens - len(g.prefix)
+    bins: list[list[int]] = []
+    free: list[int] = []
+    for k in sorted(range(len(g.suffixes)), key=lambda k: -len(g.suffixes[k])):
+        size = len(g.suffixes[k])
+        b = next(
+            (b for b, f in enumerate(free) if f >= size and len(bins[b]) < max_sequences), None
         )
-        return row, list(scored), list(where)
+        if b is None:
+            bins.append([])
+            free.append(room)
+            b = len(bins) - 1
+        bins[b].append(k)
+        free[b] -= size
+    return bins
 
-    for g in groups:
-        open_prefix = False
-        for number, (suffix, n, out) in enumerate(
-            zip(g.suffixes, g.scored, g.out, strict=True), start=1
-        ):
-            need = len(suffix) + (0 if open_prefix else len(g.prefix))
-            if where and (used + need > row_tokens or len(where) >= max_sequences):
-                yield flush()
-                parts, group_ids, suffix_ids, positions, scored, where = [], [], [], [], [], []
-                used, open_prefix = 0, False
-            if not open_prefix:
-                tag += 1
-                parts.append(g.prefix)
-                group_ids.append(np.full(len(g.prefix), tag))
-                suffix_ids.append(np.zeros(len(g.prefix), np.int64))
-                positions.append(np.arange(len(g.prefix)))
-                used += len(g.prefix)
-                open_prefix = True
-            parts.append(suffix)
-            group_ids.append(np.full(len(suffix), tag))
-            suffix_ids.append(np.full(len(suffix), number))
-            positions.append(len(g.prefix) + np.arange(len(suffix)))
-            used += len(suffix)
-            scored.append((used, n))
-            where.append(out)
-    if where:
-        yield flush()
+
+def _pack(groups: list[_Group], row_tokens: int, max_sequences: int) -> list[_Row]:
+    """Every suffix in exactly one row of at most row_tokens tokens and max_sequences suffixes
+    (a prefix and suffix too long for that alone get their own row): each group in the fewest
+    rows, its prefix once in each, and the pieces first-fit decreasing into the rows."""
+    pieces = [
+        (len(g.prefix) + sum(len(g.suffixes[k]) for k in members), g, members)
+        for g in groups
+        for members in _chunks(g, row_tokens, max_sequences)
+    ]
+    pieces.sort(key=lambda p: -p[0])
+    rows: list[_Row] = []
+    for size, g, members in pieces:
+        row = next(
+            (
+                r
+                for r in rows
+                if r.used + size <= row_tokens and len(r.where) + len(members) <= max_sequences
+            ),
+            None,
+        )
+        if row is None:
+            rows.append(_Row())
+            row = rows[-1]
+        row.add(g, members)
+    return rows
+
+
+def _stack(rows: list[_Row], pad: int) -> PackedRow:
+    """The rows as one (B, L) batch, right-padded to the longest: padding is a group of its own,
+    so that no real token sees it."""
+    width = max(r.used for r in rows)
+
+    def column(parts: list[np.ndarray], r: _Row, value: int | None) -> np.ndarray:
+        """One row's parts, then padding of `value` (None: positions 0, 1, ...)."""
+        tail = np.arange(width - r.used) if value is None else np.full(width - r.used, value)
+        return np.concatenate([*parts, tail])
+
+    return PackedRow(
+        np.stack([column(r.ids, r, pad) for r in rows]),
+        np.stack([column(r.group, r, 0) for r in rows]),
+        np.stack([column(r.suffix, r, 0) for r in rows]),
+        np.stack([column(r.position, r, None) for r in rows]),
+    )
 
 
 def _ticker(progress: ProgressFn | None, total: int) -> Callable[[int], None]:
