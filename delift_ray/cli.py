@@ -182,9 +182,9 @@ def _yaml(data: dict[str, Any]) -> str:
 
 
 def _select(args: argparse.Namespace) -> int:
+    cfg = _load(args, args.command)  # before the heavy imports: a bad config fails fast
     from delift_ray.workflows.select import run_select
 
-    cfg = _load(args, args.command)
     result = run_select(cfg, dry_run=args.dry_run)
     if result is not None:
         print("\n".join(_select_summary(result)))
@@ -192,18 +192,18 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
+    cfg = _load(args, args.command)  # before the heavy imports: a bad config fails fast
     from delift_ray.workflows.refresh import run_refresh
 
-    result = run_refresh(_load(args, args.command))
+    result = run_refresh(cfg)
     print("\n".join(_select_summary(result)))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from delift_ray.finetune.driver import run_train
-
-    cfg = _load(args, args.command)
+    cfg = _load(args, args.command)  # before the heavy imports: a bad config fails fast
     from delift_ray import storage
+    from delift_ray.finetune.driver import run_train
 
     result = run_train(cfg)
     m = result.manifest
@@ -220,10 +220,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    cfg = _load(args, args.command)  # before the heavy imports: a bad config fails fast
     from delift_ray import storage
     from delift_ray.finetune.evaluate import run_eval
 
-    cfg = _load(args, args.command)
     result = run_eval(cfg)
     metrics = result.summary["metrics"]
     shown = ", ".join(
@@ -236,9 +236,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    cfg = _load(args, args.command)  # before the heavy imports: a bad config fails fast
     from delift_ray.workflows.compare import run_compare, summary_lines
 
-    result = run_compare(_load(args, args.command))
+    result = run_compare(cfg)
     print("\n".join(summary_lines(result)))
     return 0
 

@@ -127,8 +127,9 @@ class RayHead:
         """Live processes that carry this head's marker."""
         return marked_pids(MARKER, self.env[MARKER])
 
-    def stop(self, grace: float = 15) -> list[int]:
-        """SIGTERM then SIGKILL every process of this head; returns any still alive."""
+    def stop(self, grace: float = 3) -> list[int]:
+        """SIGTERM then SIGKILL every process of this head; returns any still alive. (A test head
+        holds nothing worth a long grace; some of its processes outlast SIGTERM.)"""
         return stop_marked(self.env[MARKER], ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)))
 
 

@@ -400,23 +400,49 @@ def test_an_output_path_under_a_file_is_one_line(tmp_path: Path, command: str) -
 NO_SUCH_NODE = "more than this Ray cluster has (nodes: "
 
 
-@pytest.mark.parametrize(
-    ("command", "overrides", "message"),
-    [
-        ("select", ["scoring.gpus_per_actor=1"], "a scoring actor needs 0.5 CPUs and 1 GPUs, "),
-        ("select", ["scoring.cpus_per_actor=4096"], "a scoring actor needs 4096 CPUs and 0 GPUs"),
-        ("eval", ["eval.gpus_per_actor=1"], "an evaluation actor needs 0.5 CPUs and 1 GPUs, "),
-        ("train", ["train.workers=4096"], "training on 4096 workers needs 1 CPUs and 0 GPUs each"),
-        ("train", ["train.use_gpu=true"], "training on 1 workers needs 1 CPUs and 1 GPUs, "),
-    ],
-    ids=["scoring-gpu", "scoring-cpus", "eval-gpu", "train-workers", "train-gpu"],
-)
-def test_a_request_no_node_can_grant_is_one_line(
-    tiny_model_dir: str, tmp_path: Path, command: str, overrides: list[str], message: str
-) -> None:
+REQUESTS = {  # command, the override no node can grant, the start of its one error line
+    "scoring-gpu": (
+        "select",
+        "scoring.gpus_per_actor=1",
+        "a scoring actor needs 0.5 CPUs and 1 GPUs, ",
+    ),
+    "scoring-cpus": (
+        "select",
+        "scoring.cpus_per_actor=4096",
+        "a scoring actor needs 4096 CPUs and 0 GPUs",
+    ),
+    "eval-gpu": (
+        "eval",
+        "eval.gpus_per_actor=1",
+        "an evaluation actor needs 0.5 CPUs and 1 GPUs, ",
+    ),
+    "train-workers": (
+        "train",
+        "train.workers=4096",
+        "training on 4096 workers needs 1 CPUs and 0 GPUs each",
+    ),
+    "train-gpu": ("train", "train.use_gpu=true", "training on 1 workers needs 1 CPUs and 1 GPUs, "),
+}
+
+# cli.main for each argv list (JSON on stdin) in one process, each starting and closing its own
+# embedded local Ray; the exit codes on stdout, each run's stderr ended by a marker line.
+SEVERAL_RUNS = """
+import json, sys
+from delift_ray import cli
+codes = []
+for argv in json.load(sys.stdin):
+    codes.append(cli.main(argv))
+    print("--- end of run ---", file=sys.stderr, flush=True)
+print(json.dumps(codes))
+"""
+
+
+def test_requests_no_node_can_grant_are_one_line_each(tiny_model_dir: str, tmp_path: Path) -> None:
+    """One run through the real CLI; the rest through cli.main in one process (an interpreter and
+    its imports per request cost more than the embedded Ray each one starts)."""
     pool = write_pool(tmp_path / "pool.jsonl", [good(i) for i in range(4)])
     test = write_pool(tmp_path / "test.jsonl", [good(i) for i in range(4, 6)])
-    proc = select(
+    base = [
         f"data.path={pool}",
         f"eval.test.path={test}",
         "method=delift",
@@ -426,9 +452,32 @@ def test_a_request_no_node_can_grant_is_one_line(
         "eval.executor=ray",
         "train.workers=1",
         "budget=2",
-        f"output_dir={tmp_path / 'out'}",
-        *overrides,
-        command=command,
-    )
+    ]
+    command, override, message = REQUESTS["train-workers"]
+    proc = select(*base, f"output_dir={tmp_path / 'cli'}", override, command=command)
     line = error_line(proc, 1)
     assert line.startswith(message) and NO_SUCH_NODE in line, line
+
+    rest = {k: v for k, v in REQUESTS.items() if k != "train-workers"}
+    argvs = [
+        [command, "--config", str(CONFIG)]
+        + [x for item in [*base, f"output_dir={tmp_path / key}", override] for x in ("--set", item)]
+        for key, (command, override, _) in rest.items()
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    runs = subprocess.run(
+        [sys.executable, "-c", SEVERAL_RUNS],
+        input=json.dumps(argvs),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=280,
+    )
+    assert runs.returncode == 0 and "Traceback" not in runs.stderr, runs.stderr
+    codes = json.loads(runs.stdout.strip().splitlines()[-1])
+    stderrs = runs.stderr.split("--- end of run ---\n")[: len(rest)]
+    for (key, (_, _, message)), code, err in zip(rest.items(), codes, stderrs, strict=True):
+        done = subprocess.CompletedProcess([key], code, "", err)
+        line = error_line(done, 1)
+        assert line.startswith(message) and NO_SUCH_NODE in line, (key, line)

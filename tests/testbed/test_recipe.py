@@ -35,17 +35,23 @@ def test_choose_needs_a_candidate():
 def test_rule_trains_on_the_full_pool_until_a_candidate_passes(tmp_path, tiny_model_dir, ray_local):
     config = str(write_config(tmp_path, tiny_model_dir))
     out = tmp_path / "recipe"
-    chosen = recipe.run_rule(config, [], [1, 2], threshold=2.0, out=out)  # 2.0: unreachable
-    record = json.loads((out / "recipe.json").read_text())
-    measured = {}
-    for epochs in (1, 2):
-        with (out / f"epochs-{epochs}" / "comparison.csv").open(newline="") as f:
-            (row,) = list(csv.DictReader(f))
-        assert row["method"] == "full" and row["runs"] == "1"
-        measured[epochs] = float(row["exact_match"])
-    assert record["tried"] == [[1, measured[1]], [2, measured[2]]]
-    assert chosen == record["epochs"] == recipe.choose(list(measured.items()), 2.0)
-    # A reachable threshold: the first candidate passes (its finished sub-runs are reused), and
-    # the rule stops there.
+    # A reachable threshold: the first candidate passes and the rule stops there (one training,
+    # on the whole pool for that many epochs; the second candidate never runs).
     assert recipe.run_rule(config, [], [2, 1], threshold=0.0, out=out) == 2
-    assert json.loads((out / "recipe.json").read_text())["tried"] == [[2, measured[2]]]
+    with (out / "epochs-2" / "comparison.csv").open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["method"] == "full" and row["runs"] == "1"
+    measured = float(row["exact_match"])
+    assert json.loads((out / "recipe.json").read_text())["tried"] == [[2, measured]]
+    assert not (out / "epochs-1").exists()
+    (manifest,) = (out / "epochs-2").glob("*/seed*/train_manifest.json")
+    trained = json.loads(manifest.read_text())
+    assert (trained["epochs"], trained["rows"]) == (2, 20)  # the config says 1
+    # An unreachable one: every candidate is tried in order (a finished candidate's sub-runs are
+    # reused, not trained again) and the rule's pick is recorded.
+    before = manifest.stat().st_mtime_ns
+    chosen = recipe.run_rule(config, [], [2, 2], threshold=2.0, out=out)
+    record = json.loads((out / "recipe.json").read_text())
+    assert record["tried"] == [[2, measured], [2, measured]]
+    assert chosen == record["epochs"] == recipe.choose([(2, measured)] * 2, 2.0) == 2
+    assert manifest.stat().st_mtime_ns == before
