@@ -23,17 +23,6 @@ from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
 MARKER = "DELIFT_TEST_RAY_HEAD"
-PORT_FLAGS = (
-    "--port",
-    "--dashboard-port",
-    "--ray-client-server-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-    "--metrics-export-port",
-    "--node-manager-port",
-    "--object-manager-port",
-)
 NODE_PORT_FLAGS = (  # the ports every node (head or worker) listens on
     "--dashboard-agent-listen-port",
     "--dashboard-agent-grpc-port",
@@ -42,6 +31,7 @@ NODE_PORT_FLAGS = (  # the ports every node (head or worker) listens on
     "--node-manager-port",
     "--object-manager-port",
 )
+PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", *NODE_PORT_FLAGS)
 
 
 @dataclass
