@@ -180,7 +180,7 @@ def count_work(stand_in, tokenizer, scoring: ScoringConfig, pairs: Pairs) -> Wor
     work = Work()
 
     def hook(_module, _args, kw):
-        ids, mask, keep = kw["input_ids"], kw.get("attention_mask"), kw.get("logits_to_keep")
+        ids, mask = kw["input_ids"], kw.get("attention_mask")
         if isinstance(mask, dict):
             mask = next(iter(mask.values()))
         if mask is not None and mask.dim() == 4:  # packed row: the mask says who attends whom
@@ -190,17 +190,20 @@ def count_work(stand_in, tokenizer, scoring: ScoringConfig, pairs: Pairs) -> Wor
             lengths = mask.sum(1) if mask is not None else torch.full((len(ids),), ids.shape[1])
             work.tokens += int(lengths.sum())
             work.attended += int((lengths * (lengths + 1) // 2).sum())
-        if isinstance(keep, torch.Tensor):
-            work.logits += keep.numel()
-        else:
-            work.logits += ids.shape[0] * (int(keep) if keep else ids.shape[1])
+
+    def head_hook(module, args):  # positions whose logits are computed, whatever selects them
+        work.logits += args[0].numel() // module.in_features
 
     model = UtilityModel(stand_in, tokenizer, TemplatesConfig(), scoring, 4096, device="cpu")
-    handle = stand_in.register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [
+        stand_in.register_forward_pre_hook(hook, with_kwargs=True),
+        stand_in.get_output_embeddings().register_forward_pre_hook(head_hook),
+    ]
     try:
         model.pairs(pairs.targets, pairs.demos, pairs.i, pairs.j)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return work
 
 
@@ -263,8 +266,8 @@ def peak_tflops(device: str) -> tuple[float | None, str]:
 def settings(smoke: bool) -> dict[str, ScoringConfig]:
     """The runs to time: the defaults, larger packed rows, and the unshared padded path."""
     base = ScoringConfig()
-    runs = {"default (packed 512)": base}
-    for tokens in () if smoke else (2048, 8192):
+    runs = {f"default (packed {base.packed_row_tokens})": base}
+    for tokens in () if smoke else (512, 2048, 8192):
         runs[f"packed {tokens}"] = replace(base, packed_row_tokens=tokens)
     runs["unshared (padded 8192 / 64)"] = replace(base, prefix_sharing=False)
     if not smoke:
