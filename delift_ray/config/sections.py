@@ -223,6 +223,11 @@ class SelectionConfig(Section):
     parts: int = 0
     central_max_nonzeros: int = 200_000_000
     quota_by: str = ""  # method quota: the row field whose values share the budget equally
+    exclude_by: str = ""  # method clean: comma-separated row fields; a truthy one excludes a row
+
+    def exclude_fields(self) -> list[str]:
+        """The fields of exclude_by, in order."""
+        return [f.strip() for f in self.exclude_by.split(",") if f.strip()]
 
     def validate(self, key: str) -> None:
         """parts >= 0, epsilon in (0, 1), eta and nu >= 0."""
@@ -390,7 +395,9 @@ class CompareConfig(Section):
     or a list of seeds ("0,3"; quote a single one: "7"); random and quota draw `random_subsets`
     subsets (selection seeds seed, +1, ...), each trained with every seed (`draw_seeds: all`) or
     draw k with the k-th seed, cycling (`draw_seeds: one`: as many runs as draws, every seed
-    used once draws >= seeds); empty `budgets` = `budget`.
+    used once draws >= seeds); empty `budgets` = `budget`. `epochs_by_budget` and
+    `lr_by_budget` ("0.1=20,0.3=10,1.0=3") give a budget's runs their own train.epochs / train.lr
+    (budget 1.0 = full data); a budget not listed keeps train's.
     """
 
     methods: str = "random,se,delift,full"
@@ -398,6 +405,17 @@ class CompareConfig(Section):
     random_subsets: int = 1
     draw_seeds: Literal["all", "one"] = "all"
     budgets: str | int | float = ""
+    epochs_by_budget: str = ""
+    lr_by_budget: str = ""
+
+    def recipe(self, budget: int | float) -> dict[str, int | float]:
+        """The train settings this budget's runs override (epochs, lr), if any are listed."""
+        out: dict[str, int | float] = {}
+        for name, text in (("epochs", self.epochs_by_budget), ("lr", self.lr_by_budget)):
+            value = _by_budget(text, f"compare.{name}_by_budget").get(float(budget))
+            if value is not None:
+                out[name] = value
+        return out
 
     def method_list(self) -> list[Method]:
         """The methods to compare, in order; ConfigError if one is unknown or repeated."""
@@ -443,6 +461,27 @@ class CompareConfig(Section):
         self.budget_list(1.0)
         if self.random_subsets < 1:
             raise ConfigError(f"config: {key}.random_subsets must be >= 1")
+        epochs = _by_budget(self.epochs_by_budget, f"{key}.epochs_by_budget")
+        if any(not isinstance(e, int) or e < 1 for e in epochs.values()):
+            raise ConfigError(f"config: {key}.epochs_by_budget must give integers >= 1")
+        if any(lr <= 0 for lr in _by_budget(self.lr_by_budget, f"{key}.lr_by_budget").values()):
+            raise ConfigError(f"config: {key}.lr_by_budget must give learning rates > 0")
+
+
+def _by_budget(text: str, key: str) -> dict[float, int | float]:
+    """`budget=value` items ("0.1=20,1.0=3") as {budget: value}; ConfigError if malformed."""
+    if not text.strip():
+        return {}
+    out: dict[float, int | float] = {}
+    for item in _items(text, key):
+        budget, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"config: {key} items must be budget=value, got {item!r}")
+        b = float(_number(budget.strip(), key))
+        if b in out:
+            raise ConfigError(f"config: {key} lists budget {budget.strip()} twice")
+        out[b] = _number(value.strip(), key)
+    return out
 
 
 def _items(text: str, key: str) -> list[str]:

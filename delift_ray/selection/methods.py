@@ -178,6 +178,27 @@ def quota_draw(req: OrderRequest) -> Draw:
     return Draw(quota_order(groups, req.budget, req.seed))
 
 
+def excluded_rows(pool: ExampleSet, fields: Sequence[str]) -> np.ndarray:
+    """Whether each example has a truthy value in any of `fields`; DeliftError if no row of the
+    pool has one of them at all."""
+    for name in fields:
+        if pool.examples and all(name not in e.record for e in pool.examples):
+            raise DeliftError(f"selection.exclude_by: no row of the pool has a field {name!r}")
+    return np.array([any(e.record.get(f) for f in fields) for e in pool.examples], dtype=bool)
+
+
+def clean_draw(req: OrderRequest) -> Draw:
+    """clean: a seeded draw of `budget` rows among those with no truthy selection.exclude_by
+    field; DeliftError if fewer rows are left than the budget."""
+    keep = np.flatnonzero(~excluded_rows(req.pool, req.selection.exclude_fields()))
+    if len(keep) < req.budget:
+        raise DeliftError(
+            f"method clean: {len(keep)} rows are left after selection.exclude_by, "
+            f"fewer than the budget of {req.budget}"
+        )
+    return Draw(keep[random_order(len(keep), req.budget, req.seed)])
+
+
 def every_row(req: OrderRequest) -> Draw:
     """full: every pool row, in pool order."""
     return Draw(np.arange(len(req.pool.examples), dtype=np.int64))
@@ -189,6 +210,14 @@ def check_quota_field(selection: SelectionConfig) -> None:
         raise ConfigError("config: method quota needs selection.quota_by (a field of the rows)")
 
 
+def check_exclude_fields(selection: SelectionConfig) -> None:
+    """clean needs selection.exclude_by."""
+    if not selection.exclude_fields():
+        raise ConfigError(
+            "config: method clean needs selection.exclude_by (fields marking rows to leave out)"
+        )
+
+
 METHODS: dict[str, Method] = {
     "delift": Method(ScoredUtilities(), run_greedy),
     # control: the same pairs, their utilities permuted before the kernel is built
@@ -197,5 +226,7 @@ METHODS: dict[str, Method] = {
     "random": Method(None, random_draw, seeded_draw=True),
     # control: random within each value of selection.quota_by, the budget shared equally
     "quota": Method(None, quota_draw, seeded_draw=True, check=check_quota_field),
+    # control: random among the rows whose selection.exclude_by fields are all false
+    "clean": Method(None, clean_draw, seeded_draw=True, check=check_exclude_fields),
     "full": Method(None, every_row, whole_pool=True),
 }

@@ -5,7 +5,9 @@ Pool rows are alpaca records (instruction, input, output) plus hidden labels: `k
 near-duplicate copies, else null). Kinds are imbalanced (geometric weights from the first kind
 down to the last, `imbalance` times rarer); wrong, near-duplicate and off-task rows are exact
 fractions of the pool. The test set has `test_per_kind` clean rows per kind; no input string
-appears in both sets, so no test row shares content with a pool row. Deterministic for a seed.
+appears in two sets, so no test row shares content with a pool row. The validation set
+(`val_per_kind` clean rows per kind, drawn after the pool and the test set, so adding it changes
+neither) is what a recipe is chosen on, never the test set. Deterministic for a seed.
 
     python -m delift_ray.testbed.generate --out runs/testbed --n 1200 --seed 0
 """
@@ -18,6 +20,7 @@ import random
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from delift_ray.config import DataConfig
 from delift_ray.data.examples import example_id
@@ -39,6 +42,7 @@ class PoolSpec:
     detectable: float = 0.5  # share of the wrong rows whose answer has the wrong form
     off_task: float = 0.05
     test_per_kind: int = 60
+    val_per_kind: int = 30
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -99,30 +103,43 @@ def content_id(row: dict) -> str:
     return example_id(x, cfg.response_template.format(output=row["output"]))
 
 
-def generate(spec: PoolSpec) -> tuple[list[dict], list[dict]]:
-    """The (pool, test) rows of a spec."""
+class Sets(NamedTuple):
+    """A testbed's three sets of rows."""
+
+    pool: list[dict]
+    test: list[dict]
+    validation: list[dict]
+
+
+def generate(spec: PoolSpec) -> Sets:
+    """The pool, test and validation rows of a spec."""
     rng = random.Random(spec.seed)
-    taken: set[str] = set()  # every input string used so far, in either set
-    test = [
-        _row(kind, _fresh(KINDS[kind], rng, taken), rng)
-        for kind in spec.kinds
-        for _ in range(spec.test_per_kind)
-    ]
+    taken: set[str] = set()  # every input string used so far, in any set
+    test = _clean_rows(spec.kinds, spec.test_per_kind, rng, taken)
     pool = _on_task_rows(spec, rng, taken) + _off_task_rows(spec, rng, taken)
     rng.shuffle(pool)
-    return pool, test
+    return Sets(pool, test, _clean_rows(spec.kinds, spec.val_per_kind, rng, taken))
 
 
 def write(spec: PoolSpec, out_dir: str | Path) -> dict[str, Path]:
-    """Write pool.jsonl, test.jsonl and testbed.json (the spec and counts) atomically."""
+    """Write pool.jsonl, test.jsonl, validation.jsonl and testbed.json (the spec and counts)
+    atomically."""
     out = Path(out_dir)
-    pool, test = generate(spec)
-    paths = {"pool": out / "pool.jsonl", "test": out / "test.jsonl", "spec": out / "testbed.json"}
-    for name, rows in (("pool", pool), ("test", test)):
+    sets = generate(spec)
+    paths = {name: out / f"{name}.jsonl" for name in Sets._fields}
+    for name, rows in zip(Sets._fields, sets):
         atomic_write_bytes(paths[name], "".join(json.dumps(r) + "\n" for r in rows).encode())
-    meta = {"spec": asdict(spec), "counts": spec.counts, "pool_rows": len(pool)}
+    paths["spec"] = out / "testbed.json"
+    meta = {"spec": asdict(spec), "counts": spec.counts, "pool_rows": len(sets.pool)}
     atomic_write_bytes(paths["spec"], (json.dumps(meta, indent=2) + "\n").encode())
     return paths
+
+
+def _clean_rows(
+    kinds: tuple[str, ...], per_kind: int, rng: random.Random, taken: set[str]
+) -> list[dict]:
+    """`per_kind` clean rows of each kind on fresh inputs, kind by kind."""
+    return [_row(k, _fresh(KINDS[k], rng, taken), rng) for k in kinds for _ in range(per_kind)]
 
 
 def _fresh(kind: Kind, rng: random.Random, taken: set[str]) -> str:
@@ -239,20 +256,28 @@ def _garbage(rng: random.Random, taken: set[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: write a pool, a test set and their spec to --out."""
+    """Command line: write a pool, a test set, a validation set and their spec to --out."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--n", type=int, default=PoolSpec.n)
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated, commonest first")
     parser.add_argument("--imbalance", type=float, default=PoolSpec.imbalance)
+    parser.add_argument("--near-dup", type=float, default=PoolSpec.near_dup)
+    parser.add_argument("--wrong", type=float, default=PoolSpec.wrong)
+    parser.add_argument("--off-task", type=float, default=PoolSpec.off_task)
     parser.add_argument("--test-per-kind", type=int, default=PoolSpec.test_per_kind)
+    parser.add_argument("--val-per-kind", type=int, default=PoolSpec.val_per_kind)
     parser.add_argument("--seed", type=int, default=PoolSpec.seed)
     args = parser.parse_args(argv)
     spec = PoolSpec(
         n=args.n,
         kinds=tuple(args.kinds.split(",")),
         imbalance=args.imbalance,
+        near_dup=args.near_dup,
+        wrong=args.wrong,
+        off_task=args.off_task,
         test_per_kind=args.test_per_kind,
+        val_per_kind=args.val_per_kind,
         seed=args.seed,
     )
     for name, path in write(spec, args.out).items():

@@ -139,9 +139,12 @@ def select_config(cfg: Config, arm: Arm) -> Config:
     )
 
 
-def train_config(select: Config, seed: int) -> Config:
-    """Fine-tuning on a selection's subset with training seed `seed`, in <arm>/seed<seed>."""
-    train = dataclasses.replace(select.train, subset=select.output_dir, seed=seed, output_model="")
+def train_config(select: Config, seed: int, recipe: dict[str, Any] | None = None) -> Config:
+    """Fine-tuning on a selection's subset with training seed `seed` and the train settings of
+    its budget's recipe (CompareConfig.recipe), in <arm>/seed<seed>."""
+    train = dataclasses.replace(
+        select.train, subset=select.output_dir, seed=seed, output_model="", **(recipe or {})
+    )
     out = storage.join(storage.parent(select.output_dir), f"seed{seed}")
     return dataclasses.replace(select, output_dir=out, train=train)
 
@@ -221,7 +224,7 @@ def run_compare(cfg: Config) -> CompareResult:
             sel_cfg = select_config(cfg, arm)
             sel, new_subset = _stage("select", sel_cfg, run_select, ran, False)
             for seed in runs_of[arm]:
-                tr_cfg = train_config(sel_cfg, seed)
+                tr_cfg = train_config(sel_cfg, seed, cfg.compare.recipe(arm.budget))
                 tr, new_model = _stage("train", tr_cfg, run_train, ran, new_subset)
                 ev, _ = _stage("eval", eval_config(tr_cfg), run_eval, ran, new_model)
                 runs.append(run_row(arm, seed, sel, tr, ev))

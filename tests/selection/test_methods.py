@@ -47,7 +47,15 @@ def test_quota_is_max_min_fair(seed):
 
 
 def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
-    assert list(METHODS) == ["delift", "delift-shuffled", "se", "random", "quota", "full"]
+    assert list(METHODS) == [
+        "delift",
+        "delift-shuffled",
+        "se",
+        "random",
+        "quota",
+        "clean",
+        "full",
+    ]
     needs = {name: m.needs for name, m in METHODS.items()}
     assert needs == {
         "delift": "utilities",
@@ -55,9 +63,10 @@ def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
         "se": "embeddings",
         "random": "nothing",
         "quota": "nothing",
+        "clean": "nothing",
         "full": "nothing",
     }
-    assert [n for n, m in METHODS.items() if m.seeded_draw] == ["random", "quota"]
+    assert [n for n, m in METHODS.items() if m.seeded_draw] == ["random", "quota", "clean"]
     assert [n for n, m in METHODS.items() if m.whole_pool] == ["full"]
     assert isinstance(METHODS["se"].kernels, SentenceEmbeddings)
     shuffled = METHODS["delift-shuffled"].kernels
@@ -90,3 +99,27 @@ def test_unscored_methods_draw_without_an_objective():
     assert sorted("aabbbc"[i] for i in quota) == ["a", "b", "c"]
     with pytest.raises(DeliftError, match="greedy needs a method that builds kernels"):
         run_greedy(req)
+
+
+def test_clean_draws_only_rows_without_a_truthy_exclude_field():
+    flags = [
+        {"is_wrong": w, "is_off_task": o}
+        for w, o in [(0, 0), (1, 0), (0, 1), (0, 0), (1, 1), (0, 0)]
+    ]
+    examples = [
+        Example(id=str(k), source="p", row=k, x="x", y="y", record=r) for k, r in enumerate(flags)
+    ]
+    pool = ExampleSet(examples, rejects=[], duplicates={}, schema=None, format="jsonl")
+    sel = SelectionConfig(exclude_by="is_wrong, is_off_task")
+    picks = [METHODS["clean"].order(OrderRequest(pool, 3, s, sel)).indices for s in range(8)]
+    assert all(sorted(p.tolist()) == [0, 3, 5] for p in picks)  # every clean row, no other
+    assert len({tuple(p.tolist()) for p in picks}) > 1  # in a seeded order
+    two = {
+        tuple(sorted(METHODS["clean"].order(OrderRequest(pool, 2, s, sel)).indices.tolist()))
+        for s in range(20)
+    }
+    assert two <= {(0, 3), (0, 5), (3, 5)} and len(two) > 1
+    with pytest.raises(DeliftError, match=r"3 rows are left .* budget of 4"):
+        METHODS["clean"].order(OrderRequest(pool, 4, 0, sel))
+    with pytest.raises(DeliftError, match="no row of the pool has a field 'nope'"):
+        METHODS["clean"].order(OrderRequest(pool, 1, 0, SelectionConfig(exclude_by="nope")))

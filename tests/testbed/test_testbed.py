@@ -25,7 +25,7 @@ SPEC = PoolSpec(n=400, test_per_kind=50, seed=3)
 
 @pytest.fixture(scope="module")
 def sets():
-    """(pool, test) rows of SPEC."""
+    """(pool, test, validation) rows of SPEC."""
     return generate.generate(SPEC)
 
 
@@ -74,7 +74,7 @@ def test_generation_is_deterministic_for_a_seed(sets):
 
 
 def test_frequencies_and_fractions_as_configured(sets):
-    pool, _ = sets
+    pool = sets.pool
     assert len(pool) == SPEC.n
     on_task = Counter(r["kind"] for r in pool if not r["is_off_task"])
     assert on_task == SPEC.counts
@@ -87,7 +87,7 @@ def test_frequencies_and_fractions_as_configured(sets):
 
 
 def test_labels_match_the_rows(sets):
-    pool, _ = sets
+    pool = sets.pool
     clean_ids = {
         content_id(r): r
         for r in pool
@@ -126,10 +126,11 @@ def test_pool_reads_cleanly_with_the_labels_as_extra_columns(sets, tmp_path):
     assert [e.id for e in es.examples] == [content_id(r) for r in sets[0]]
     meta = json.loads(paths["spec"].read_text())
     assert meta["counts"] == SPEC.counts and meta["spec"]["seed"] == SPEC.seed
+    assert paths["validation"].read_text().count("\n") == len(sets.validation)
 
 
 def test_test_set_is_balanced_and_disjoint_from_the_pool(sets):
-    pool, test = sets
+    pool, test, _ = sets
     assert Counter(r["kind"] for r in test) == dict.fromkeys(KINDS, 50)
     assert not any(r["is_wrong"] or r["is_off_task"] or r["near_dup_of"] for r in test)
     assert all(KINDS[r["kind"]].check(r["input"], r["output"]) for r in test)
@@ -137,8 +138,21 @@ def test_test_set_is_balanced_and_disjoint_from_the_pool(sets):
     assert not {content_id(r) for r in test} & {content_id(r) for r in pool}
 
 
+def test_validation_set_is_balanced_clean_disjoint_and_leaves_the_other_sets_alone(sets):
+    pool, test, validation = sets
+    assert Counter(r["kind"] for r in validation) == dict.fromkeys(KINDS, SPEC.val_per_kind)
+    assert not any(r["is_wrong"] or r["is_off_task"] or r["near_dup_of"] for r in validation)
+    assert all(KINDS[r["kind"]].check(r["input"], r["output"]) for r in validation)
+    inputs = {r["input"] for r in validation}
+    assert len(inputs) == len(validation)
+    assert not inputs & ({r["input"] for r in test} | {r["input"] for r in pool})
+    # drawn last: a spec without a validation set has the same pool and test set
+    without = generate.generate(dataclasses.replace(SPEC, val_per_kind=0))
+    assert without.pool == pool and without.test == test and without.validation == []
+
+
 def test_kinds_list_and_bad_specs():
-    pool, test = generate.generate(PoolSpec(n=100, kinds=("add", "reverse"), test_per_kind=5))
+    pool, test, _ = generate.generate(PoolSpec(n=100, kinds=("add", "reverse"), test_per_kind=5))
     assert {r["kind"] for r in pool + test} == {"add", "reverse"}
     with pytest.raises(ValueError, match="kinds"):
         PoolSpec(kinds=("add", "nope"))

@@ -185,6 +185,21 @@ def test_plan_sub_run_configs_and_reuse(tmp_path):
     tr = train_config(sel, 3)
     assert tr.output_dir == str(tmp_path / "random-b4-r6" / "seed3")
     assert (tr.train.subset, tr.train.seed) == (sel.output_dir, 3)
+    assert (tr.train.epochs, tr.train.lr) == (cfg.train.epochs, cfg.train.lr)
+
+    # a budget's own recipe: epochs and lr per budget, the rest of train as configured
+    per = dataclasses.replace(
+        cfg.compare, epochs_by_budget="0.1=7, 4=3, 1.0=2", lr_by_budget="4=0.01"
+    )
+    assert [per.recipe(b) for b in (0.1, 4, 1.0, 0.5)] == [
+        {"epochs": 7},
+        {"epochs": 3, "lr": 0.01},
+        {"epochs": 2},
+        {},
+    ]
+    tuned = train_config(sel, 3, per.recipe(4))
+    assert (tuned.train.epochs, tuned.train.lr, tuned.train.seed) == (3, 0.01, 3)
+    assert tuned.train.batch_size == cfg.train.batch_size
     ev = eval_config(tr)
     assert ev.eval.model_path == str(tmp_path / "random-b4-r6" / "seed3" / "model")
 
@@ -215,12 +230,25 @@ def test_plan_sub_run_configs_and_reuse(tmp_path):
         ("compare.seeds=0,1.5", "compare.seeds must be integers >= 0"),
         ("compare.budgets=0.3,1.5", "compare.budgets must be fractions in"),
         ("compare.random_subsets=0", "compare.random_subsets must be >= 1"),
+        ("compare.epochs_by_budget=0.1=2.5", "epochs_by_budget must give integers >= 1"),
+        ("compare.epochs_by_budget=0.1-3", "epochs_by_budget items must be budget=value"),
+        ("compare.epochs_by_budget=0.1=3,0.10=4", "epochs_by_budget lists budget 0.10 twice"),
+        ("compare.lr_by_budget=0.3=0", "lr_by_budget must give learning rates > 0"),
     ],
 )
 def test_bad_compare_keys_are_named(tmp_path, override, message):
     pool = write_rows(tmp_path / "pool.jsonl", WORDS)
     with pytest.raises(DeliftError, match=message):
         load_config(None, [f"data.path={pool}", "model.path=m", override])
+
+
+def test_recipes_by_budget_read_from_overrides(tmp_path):
+    pool = write_rows(tmp_path / "pool.jsonl", WORDS)
+    base = [f"data.path={pool}", "model.path=m"]
+    one = load_config(None, [*base, "compare.epochs_by_budget=4=3"]).compare
+    assert one.recipe(4) == {"epochs": 3}
+    two = load_config(None, [*base, "compare.lr_by_budget=0.1=0.003,1.0=1e-3"]).compare
+    assert two.recipe(0.1) == {"lr": 0.003} and two.recipe(1.0) == {"lr": 0.001}
 
 
 def test_seeds_are_a_count_from_train_seed_or_a_list(tmp_path):
