@@ -6,6 +6,7 @@ whatever the data; `key` is where the section sits in the YAML (`data`, `eval.te
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import reprlib
 from dataclasses import dataclass
@@ -210,11 +211,48 @@ class StoreConfig(Section):
         check_paths(self, key, ("uri",))
 
 
+# DELIFT as SPEC §4-5 fixes it: global min-max scaling, no per-target normalisation, no
+# sharpening, no modular term, eta = nu = 1. `selection.preset: paper` applies these.
+PAPER_SELECTION: dict[str, Any] = {
+    "scaling": "minmax",
+    "normalize": "none",
+    "sharpen": 1.0,
+    "modular": 0.0,
+    "eta": 1.0,
+    "nu": 1.0,
+}
+
+
 @dataclass
 class SelectionConfig(Section):
-    """Kernel scaling and the greedy optimiser."""
+    """Kernel scaling, the selection variants, and the greedy optimiser.
+
+    The variants (kernels reduced from scored utilities only: delift, delift-shuffled; se's
+    cosine kernel is left as the paper's):
+
+    - `normalize`: none = the global `scaling` (SPEC §4); row_rank / row_minmax / row_z
+      normalise each target row over that row's scored pairs instead, replacing the global
+      scaling (unscored pairs stay 0): row_rank = (average rank in the row, 0-based) /
+      (pairs - 1), 0.5 for a row whose pairs all tie (one pair included); row_minmax =
+      (u - min) / (max - min), 0 for a constant row; row_z = max(z-score in the row, 0)
+      (population std; 0 for a constant row). With a normalisation, scaling must stay minmax.
+    - `sharpen` p >= 1: every kernel value raised to the power p after scaling.
+    - `modular` lambda >= 0: the objective gains lambda * sum_{j in A} m_j, where m_j is the
+      mean pool-kernel value of demonstration j over the targets it was scored against, its
+      own self pair left out (0 if none). The same term is added to FL, FLMI and FLCG (m_j
+      always from the pool kernel K); it is modular and >= 0, so greedy stays exact.
+    - `preset`: default = the keys as given; paper = DELIFT as SPEC §4-5 (PAPER_SELECTION:
+      minmax, none, 1, 0, eta = nu = 1). With paper, a key left at its default takes the
+      paper's value, and one set to a value that is neither is a config error.
+
+    The defaults are the paper's DELIFT (the product default is a one-line change here).
+    """
 
     scaling: Literal["minmax", "clip"] = "minmax"
+    normalize: Literal["none", "row_rank", "row_minmax", "row_z"] = "none"
+    sharpen: float = 1.0
+    modular: float = 0.0
+    preset: Literal["default", "paper"] = "default"
     optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
     stochastic_epsilon: float = 0.01
     eta: float = 1.0
@@ -224,13 +262,39 @@ class SelectionConfig(Section):
     central_max_nonzeros: int = 200_000_000
     quota_by: str = ""  # method quota: the row field whose values share the budget equally
 
+    def resolved(self, preset: str | None = None) -> SelectionConfig:
+        """The section with `preset` (default: its own) applied: paper's values for paper."""
+        if (preset or self.preset) != "paper":
+            return self
+        return dataclasses.replace(self, preset="paper", **PAPER_SELECTION)
+
+    def variant(self) -> dict[str, Any]:
+        """The variant keys' values (what a manifest records of the kernel and objective)."""
+        return {"preset": self.preset, **{k: getattr(self, k) for k in PAPER_SELECTION}}
+
     def validate(self, key: str) -> None:
-        """parts >= 0, epsilon in (0, 1), eta and nu >= 0."""
+        """parts >= 0, epsilon in (0, 1), eta, nu and modular >= 0, sharpen >= 1, minmax under a
+        normalisation, and no key contradicting preset paper."""
         if self.parts < 0:
             raise ConfigError(f"config: {key}.parts must be >= 0 (0 = automatic)")
         if not 0 < self.stochastic_epsilon < 1:
             raise ConfigError(f"config: {key}.stochastic_epsilon must be in (0, 1)")
-        check_at_least(self, key, ("eta", "nu"), 0)
+        check_at_least(self, key, ("eta", "nu", "modular"), 0)
+        check_at_least(self, key, ("sharpen",), 1)
+        if self.normalize != "none" and self.scaling != "minmax":
+            raise ConfigError(
+                f"config: {key}.normalize: {self.normalize} replaces the global scaling; "
+                f"leave {key}.scaling at minmax (got {self.scaling})"
+            )
+        if self.preset == "paper":
+            defaults = SelectionConfig()
+            for name, paper in PAPER_SELECTION.items():
+                value = getattr(self, name)
+                if value != paper and value != getattr(defaults, name):
+                    raise ConfigError(
+                        f"config: {key}.{name}: {show(value)} contradicts {key}.preset: paper "
+                        f"(the paper's is {paper}); drop one of them"
+                    )
 
 
 @dataclass
