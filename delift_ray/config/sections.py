@@ -454,7 +454,10 @@ class CompareConfig(Section):
     or a list of seeds ("0,3"; quote a single one: "7"); random and quota draw `random_subsets`
     subsets (selection seeds seed, +1, ...), each trained with every seed (`draw_seeds: all`) or
     draw k with the k-th seed, cycling (`draw_seeds: one`: as many runs as draws, every seed
-    used once draws >= seeds); empty `budgets` = `budget`.
+    used once draws >= seeds); empty `budgets` = `budget`. `pair_modes` ("knn,dense"): the
+    methods that score utilities (delift, delift-paper, delift-shuffled) run once per listed
+    mode, labelled `<method>@<mode>` when several are listed (one listed mode replaces
+    pairs.mode for them; empty = pairs.mode), sharing one block store.
     """
 
     methods: str = "random,se,delift,full"
@@ -462,6 +465,17 @@ class CompareConfig(Section):
     random_subsets: int = 1
     draw_seeds: Literal["all", "one"] = "all"
     budgets: str | int | float = ""
+    pair_modes: str = ""
+
+    def pair_mode_list(self) -> list[str]:
+        """The listed pair modes, in order (empty: pairs.mode only); ConfigError if one is
+        unknown or repeated."""
+        if not self.pair_modes.strip():
+            return []
+        modes = _items(self.pair_modes, "compare.pair_modes")
+        for mode in modes:
+            check_choice("compare.pair_modes", mode, ("dense", "knn"))
+        return modes
 
     def method_list(self) -> list[Method]:
         """The methods to compare, in order; ConfigError if one is unknown or repeated."""
@@ -503,6 +517,7 @@ class CompareConfig(Section):
     def validate(self, key: str) -> None:
         """Known methods, valid seeds and budgets, at least one random draw."""
         self.method_list()
+        self.pair_mode_list()
         self.seed_list(0)
         self.budget_list(1.0)
         if self.random_subsets < 1:

@@ -194,6 +194,8 @@ def check_quota_field(selection: SelectionConfig) -> None:
 
 METHODS: dict[str, Method] = {
     "delift": Method(ScoredUtilities(), run_greedy),
+    # DELIFT exactly as the paper (selection.preset: paper), whatever the variant keys say
+    "delift-paper": Method(ScoredUtilities(), run_greedy, preset="paper"),
     # control: the same pairs, their utilities permuted before the kernel is built
     "delift-shuffled": Method(ScoredUtilities(permute_utilities), run_greedy),
     "se": Method(SentenceEmbeddings(se_kernels), run_greedy),

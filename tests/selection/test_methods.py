@@ -47,10 +47,19 @@ def test_quota_is_max_min_fair(seed):
 
 
 def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
-    assert list(METHODS) == ["delift", "delift-shuffled", "se", "random", "quota", "full"]
+    assert list(METHODS) == [
+        "delift",
+        "delift-paper",
+        "delift-shuffled",
+        "se",
+        "random",
+        "quota",
+        "full",
+    ]
     needs = {name: m.needs for name, m in METHODS.items()}
     assert needs == {
         "delift": "utilities",
+        "delift-paper": "utilities",
         "delift-shuffled": "utilities",
         "se": "embeddings",
         "random": "nothing",
@@ -63,6 +72,8 @@ def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
     shuffled = METHODS["delift-shuffled"].kernels
     assert isinstance(shuffled, ScoredUtilities) and shuffled.transform is permute_utilities
     assert METHODS["delift"].kernels == ScoredUtilities()  # the utilities as scored
+    assert METHODS["delift-paper"].kernels == ScoredUtilities()
+    assert {n: m.preset for n, m in METHODS.items() if m.preset} == {"delift-paper": "paper"}
 
 
 def test_permute_utilities_is_the_documented_seeded_permutation():

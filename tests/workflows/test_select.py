@@ -354,3 +354,17 @@ def test_a_new_method_is_one_entry_in_the_table(tmp_path, files, tiny_model_dir,
     assert plan(cfg) == [Arm("by-length", 4), Arm("last-first", 4)]
     with pytest.raises(DeliftError, match=r"method must be one of .*, full, last-first, by-length"):
         config(tmp_path, files, tiny_model_dir, "method=first-last")
+
+
+def test_delift_paper_ignores_the_variant_keys(tmp_path, files, tiny_model_dir):
+    store = f"store.uri={tmp_path / 'store'}"
+    plain = run_select(config(tmp_path, files, tiny_model_dir, store, f"output_dir={tmp_path}/d"))
+    variant = ["selection.normalize=row_z", "selection.sharpen=3", "selection.modular=2"]
+    paper = run_select(
+        config(tmp_path, files, tiny_model_dir, store, "method=delift-paper", *variant)
+    )
+    assert paper.manifest["kernel"]["pairs_scored"] == 0  # delift's utilities, from the store
+    assert paper.manifest["selection_variant"]["preset"] == "paper"
+    assert paper.manifest["config"]["selection"]["normalize"] == "none"
+    same = [pq.read_table(r.files["selection"]).to_pandas() for r in (plain, paper)]
+    assert same[0].equals(same[1])  # the paper's DELIFT is the default's while defaults = paper
