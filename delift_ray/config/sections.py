@@ -243,7 +243,8 @@ class SelectionConfig(Section):
       always from the pool kernel K); it is modular and >= 0, so greedy stays exact.
     - `preset`: default = the keys as given; paper = DELIFT as SPEC §4-5 (PAPER_SELECTION:
       minmax, none, 1, 0, eta = nu = 1). With paper, a key left at its default takes the
-      paper's value, and one set to a value that is neither is a config error.
+      paper's value, and one set to a value that is neither is a config error. Method
+      delift-paper always runs with paper, whatever these keys say.
 
     The defaults are the paper's DELIFT (the product default is a one-line change here).
     """
