@@ -361,3 +361,5 @@ def test_compare_runs_each_listed_pair_mode_labelled(tmp_path, tiny_model_dir, r
         assert (out / f"{label}-b0.3" / "seed0" / "eval" / "eval.json").is_file()
     md = (out / "comparison.md").read_text()
     assert all(f"| {label} |" in md for label in labels)
+    assert "Selection variant of the utility methods: preset default, scaling minmax, " in md
+    assert "normalize row_rank, sharpen 2.0, modular 0.0, eta 1.0, nu 1.0" in md
