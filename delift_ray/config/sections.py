@@ -6,6 +6,7 @@ whatever the data; `key` is where the section sits in the YAML (`data`, `eval.te
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import reprlib
 from dataclasses import dataclass
@@ -210,11 +211,49 @@ class StoreConfig(Section):
         check_paths(self, key, ("uri",))
 
 
+# DELIFT as SPEC §4-5 fixes it: global min-max scaling, no per-target normalisation, no
+# sharpening, no modular term, eta = nu = 1. `selection.preset: paper` applies these.
+PAPER_SELECTION: dict[str, Any] = {
+    "scaling": "minmax",
+    "normalize": "none",
+    "sharpen": 1.0,
+    "modular": 0.0,
+    "eta": 1.0,
+    "nu": 1.0,
+}
+
+
 @dataclass
 class SelectionConfig(Section):
-    """Kernel scaling and the greedy optimiser."""
+    """Kernel scaling, the selection variants, and the greedy optimiser.
+
+    The variants (kernels reduced from scored utilities only: delift, delift-shuffled; se's
+    cosine kernel is left as the paper's):
+
+    - `normalize`: none = the global `scaling` (SPEC §4); row_rank / row_minmax / row_z
+      normalise each target row over that row's scored pairs instead, replacing the global
+      scaling (unscored pairs stay 0): row_rank = (average rank in the row, 0-based) /
+      (pairs - 1), 0.5 for a row whose pairs all tie (one pair included); row_minmax =
+      (u - min) / (max - min), 0 for a constant row; row_z = max(z-score in the row, 0)
+      (population std; 0 for a constant row). With a normalisation, scaling must stay minmax.
+    - `sharpen` p >= 1: every kernel value raised to the power p after scaling.
+    - `modular` lambda >= 0: the objective gains lambda * sum_{j in A} m_j, where m_j is the
+      mean pool-kernel value of demonstration j over the targets it was scored against, its
+      own self pair left out (0 if none). The same term is added to FL, FLMI and FLCG (m_j
+      always from the pool kernel K); it is modular and >= 0, so greedy stays exact.
+    - `preset`: default = the keys as given; paper = DELIFT as SPEC §4-5 (PAPER_SELECTION:
+      minmax, none, 1, 0, eta = nu = 1). With paper, a key left at its default takes the
+      paper's value, and one set to a value that is neither is a config error. Method
+      delift-paper always runs with paper, whatever these keys say.
+
+    The defaults are the paper's DELIFT (the product default is a one-line change here).
+    """
 
     scaling: Literal["minmax", "clip"] = "minmax"
+    normalize: Literal["none", "row_rank", "row_minmax", "row_z"] = "none"
+    sharpen: float = 1.0
+    modular: float = 0.0
+    preset: Literal["default", "paper"] = "default"
     optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
     stochastic_epsilon: float = 0.01
     eta: float = 1.0
@@ -229,13 +268,39 @@ class SelectionConfig(Section):
         """The fields of exclude_by, in order."""
         return [f.strip() for f in self.exclude_by.split(",") if f.strip()]
 
+    def resolved(self, preset: str | None = None) -> SelectionConfig:
+        """The section with `preset` (default: its own) applied: paper's values for paper."""
+        if (preset or self.preset) != "paper":
+            return self
+        return dataclasses.replace(self, preset="paper", **PAPER_SELECTION)
+
+    def variant(self) -> dict[str, Any]:
+        """The variant keys' values (what a manifest records of the kernel and objective)."""
+        return {"preset": self.preset, **{k: getattr(self, k) for k in PAPER_SELECTION}}
+
     def validate(self, key: str) -> None:
-        """parts >= 0, epsilon in (0, 1), eta and nu >= 0."""
+        """parts >= 0, epsilon in (0, 1), eta, nu and modular >= 0, sharpen >= 1, minmax under a
+        normalisation, and no key contradicting preset paper."""
         if self.parts < 0:
             raise ConfigError(f"config: {key}.parts must be >= 0 (0 = automatic)")
         if not 0 < self.stochastic_epsilon < 1:
             raise ConfigError(f"config: {key}.stochastic_epsilon must be in (0, 1)")
-        check_at_least(self, key, ("eta", "nu"), 0)
+        check_at_least(self, key, ("eta", "nu", "modular"), 0)
+        check_at_least(self, key, ("sharpen",), 1)
+        if self.normalize != "none" and self.scaling != "minmax":
+            raise ConfigError(
+                f"config: {key}.normalize: {self.normalize} replaces the global scaling; "
+                f"leave {key}.scaling at minmax (got {self.scaling})"
+            )
+        if self.preset == "paper":
+            defaults = SelectionConfig()
+            for name, paper in PAPER_SELECTION.items():
+                value = getattr(self, name)
+                if value != paper and value != getattr(defaults, name):
+                    raise ConfigError(
+                        f"config: {key}.{name}: {show(value)} contradicts {key}.preset: paper "
+                        f"(the paper's is {paper}); drop one of them"
+                    )
 
 
 @dataclass
@@ -397,7 +462,10 @@ class CompareConfig(Section):
     draw k with the k-th seed, cycling (`draw_seeds: one`: as many runs as draws, every seed
     used once draws >= seeds); empty `budgets` = `budget`. `epochs_by_budget` and
     `lr_by_budget` ("0.1=20,0.3=10,1.0=3") give a budget's runs their own train.epochs / train.lr
-    (budget 1.0 = full data); a budget not listed keeps train's.
+    (budget 1.0 = full data); a budget not listed keeps train's. `pair_modes` ("knn,dense"): the
+    methods that score utilities (delift, delift-paper, delift-shuffled) run once per listed
+    mode, labelled `<method>@<mode>` when several are listed (one listed mode replaces
+    pairs.mode for them; empty = pairs.mode), sharing one block store.
     """
 
     methods: str = "random,se,delift,full"
@@ -407,6 +475,7 @@ class CompareConfig(Section):
     budgets: str | int | float = ""
     epochs_by_budget: str = ""
     lr_by_budget: str = ""
+    pair_modes: str = ""
 
     def recipe(self, budget: int | float) -> dict[str, int | float]:
         """The train settings this budget's runs override (epochs, lr), if any are listed."""
@@ -416,6 +485,16 @@ class CompareConfig(Section):
             if value is not None:
                 out[name] = value
         return out
+
+    def pair_mode_list(self) -> list[str]:
+        """The listed pair modes, in order (empty: pairs.mode only); ConfigError if one is
+        unknown or repeated."""
+        if not self.pair_modes.strip():
+            return []
+        modes = _items(self.pair_modes, "compare.pair_modes")
+        for mode in modes:
+            check_choice("compare.pair_modes", mode, ("dense", "knn"))
+        return modes
 
     def method_list(self) -> list[Method]:
         """The methods to compare, in order; ConfigError if one is unknown or repeated."""
@@ -457,6 +536,7 @@ class CompareConfig(Section):
     def validate(self, key: str) -> None:
         """Known methods, valid seeds and budgets, at least one random draw."""
         self.method_list()
+        self.pair_mode_list()
         self.seed_list(0)
         self.budget_list(1.0)
         if self.random_subsets < 1:

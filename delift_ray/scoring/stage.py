@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,7 @@ from delift_ray.config import (
     ModelConfig,
     PairsConfig,
     ScoringConfig,
+    SelectionConfig,
     TemplatesConfig,
 )
 from delift_ray.data.examples import ExampleSet, Reject, embedding_texts
@@ -51,7 +52,7 @@ from delift_ray.scoring.knn import neighbours, uses_ann
 from delift_ray.scoring.pairs import dense_pairs, neighbour_pairs, random_pairs, union_pairs
 from delift_ray.scoring.store import BlockStore, scoring_key
 from delift_ray.scoring.templates import EncodedSet, Prompts
-from delift_ray.selection.kernels import utility_kernel
+from delift_ray.selection.kernels import demonstration_means, utility_kernel
 
 if TYPE_CHECKING:
     from delift_ray.selection.methods import UtilityTransform
@@ -336,12 +337,13 @@ def reduce(
     sets: dict[str, TextSet],
     p: Plan,
     scored: ScoreReport,
-    scaling: Literal["minmax", "clip"],
+    selection: SelectionConfig,
     cross_label: str,
     transform: UtilityTransform | None = None,
     seed: int = 0,
-) -> tuple[Any, Any, pa.Table]:
-    """Global scaling per kernel over the needed pairs: (K, cross kernel or None, utilities).
+) -> tuple[Any, Any, pa.Table, np.ndarray]:
+    """Kernels from the needed pairs, scaled per selection's scaling, normalize and sharpen:
+    (K, cross kernel or None, utilities, K's demonstration means m_j).
 
     The pairs come from the plan's scan of the store plus the blocks this run wrote (the store
     is not scanned again), in (i, j) order. `transform(u, seed, kernel number)`, if given,
@@ -365,14 +367,18 @@ def reduce(
         u = got["u"].to_numpy()
         if transform is not None:
             u = transform(u, seed, len(kernels))
-        kernels[name] = utility_kernel(i, j, u, shape, scaling)
+        kernels[name] = utility_kernel(
+            i, j, u, shape, selection.scaling, selection.normalize, selection.sharpen
+        )
         label = POOL if name == POOL else cross_label
         tables.append(
             got.select(["target_id", "demo_id", "d0", "d1", "u"]).add_column(
                 0, "kernel", pa.array([label] * got.num_rows, pa.string())
             )
         )
-    return kernels[POOL], kernels.get(CROSS), pa.concat_tables(tables)
+    pool = kernels[POOL].tocoo()
+    means = demonstration_means(pool.row, pool.col, pool.data, n)
+    return kernels[POOL], kernels.get(CROSS), pa.concat_tables(tables), means
 
 
 def load_local_model(setup: Preparation) -> Any:

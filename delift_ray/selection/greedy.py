@@ -133,11 +133,13 @@ def lazy_greedy(
     for start in range(0, budget, chunk):
         stop = min(start + chunk, budget)
         size, done = _lazy_steps(
-            *obj.arrays, state.c, keys, ids, stamps, size, start, stop, picks, gains
+            *obj.arrays, obj.weights, state.c, keys, ids, stamps, size, start, stop, picks, gains
         )
         evaluations += done
         if progress is not None:
             progress(stop, budget)
+    for j in picks.tolist():  # the modular term of the picks, summed in pick order as add() does
+        state.bonus += float(obj.weights[j])
     return finish_selection(obj, state, ground, picks, gains, "lazy", evaluations)
 
 
@@ -176,6 +178,7 @@ def _lazy_steps(
     indptr: np.ndarray,
     rows: np.ndarray,
     data: np.ndarray,
+    weights: np.ndarray,
     c: np.ndarray,
     keys: np.ndarray,
     ids: np.ndarray,
@@ -192,7 +195,7 @@ def _lazy_steps(
         # A fresh top is the exact argmax with the tie rule: every other candidate's gain is
         # <= its stale key, which sorts at or below the top.
         while stamps[0] != step:
-            keys[0] = column_gain(indptr, rows, data, c, ids[0])
+            keys[0] = column_gain(indptr, rows, data, c, ids[0]) + weights[ids[0]]
             stamps[0] = step
             evaluations += 1
             _sift_down(keys, ids, stamps, 0, size)

@@ -35,6 +35,8 @@ class Kernels:
     cross: sp.csr_matrix | np.ndarray | None = None
     utilities: pa.Table | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    # m_j per pool column (kernels from scored utilities): selection.modular's term
+    demo_means: np.ndarray | None = None
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Method:
     seeded_draw: bool = False  # a seeded random pick: compare draws compare.random_subsets
     whole_pool: bool = False  # takes every row: compare runs it once, at budget 1.0
     check: Callable[[SelectionConfig], None] | None = None  # config rules of its own
+    preset: str | None = None  # a selection.preset it always runs with (None: the config's)
 
     @property
     def needs(self) -> Literal["utilities", "embeddings", "nothing"]:
@@ -220,6 +223,8 @@ def check_exclude_fields(selection: SelectionConfig) -> None:
 
 METHODS: dict[str, Method] = {
     "delift": Method(ScoredUtilities(), run_greedy),
+    # DELIFT exactly as the paper (selection.preset: paper), whatever the variant keys say
+    "delift-paper": Method(ScoredUtilities(), run_greedy, preset="paper"),
     # control: the same pairs, their utilities permuted before the kernel is built
     "delift-shuffled": Method(ScoredUtilities(permute_utilities), run_greedy),
     "se": Method(SentenceEmbeddings(se_kernels), run_greedy),

@@ -7,6 +7,11 @@ unscored pairs are 0. With c_i = max over selected j of K[i, j] (0 for the empty
 - FLMI: f(A) = sum_i min(c_i, eta * q_i),        q_i = max_q Q[i, q]
 - FLCG: f(A) = sum_i max(c_i - nu * p_i, 0),     p_i = max_k P[i, k]
 
+Each may add a modular term (the `selection.modular` variant): f(A) + sum_{j in A} w_j with
+w_j = modular * m_j >= 0 (m_j: demonstration j's mean kernel value, kernels.demonstration_means);
+a non-negative modular term keeps f monotone submodular, so every optimizer and the bound stay
+exact, and each gain is the facility-location gain plus w_j.
+
 All three are one function: facility location on the row-capped kernel min(K[i, j], cap_i)
 whose running max starts at floor_i, minus sum(floor_i). FL has cap = inf, floor = 0; FLMI has
 cap = eta * q (min(max(c, K), cap) = max(min(c, cap), min(K, cap))); FLCG has floor = nu * p
@@ -58,11 +63,16 @@ def column_gain(
 
 @compiled
 def _column_gains(
-    indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, c: np.ndarray, js: np.ndarray
+    indptr: np.ndarray,
+    rows: np.ndarray,
+    data: np.ndarray,
+    c: np.ndarray,
+    js: np.ndarray,
+    weights: np.ndarray,
 ) -> np.ndarray:
     out = np.empty(len(js), dtype=np.float64)
     for k in range(len(js)):
-        out[k] = column_gain(indptr, rows, data, c, js[k])
+        out[k] = column_gain(indptr, rows, data, c, js[k]) + weights[js[k]]
     return out
 
 
@@ -76,9 +86,11 @@ def cover(indptr: np.ndarray, rows: np.ndarray, data: np.ndarray, c: np.ndarray,
 
 @dataclass
 class State:
-    """Running per-row coverage c_i of a growing selection (starts at the objective's floor)."""
+    """Running per-row coverage c_i of a growing selection (starts at the objective's floor)
+    and the sum of the selection's modular weights."""
 
     c: np.ndarray
+    bonus: float = 0.0
 
 
 def _check_values(values: np.ndarray, name: str) -> None:
@@ -137,24 +149,36 @@ class Objective:
         cap: np.ndarray | None = None,
         floor: np.ndarray | None = None,
         name: str = "fl",
+        weights: np.ndarray | None = None,
     ) -> None:
         M = _as_csc(K, "kernel K")
         self.name = name
         self.n_rows, self.n_candidates = (int(d) for d in M.shape)
-        for label, row_values in (("cap", cap), ("floor", floor)):
-            if row_values is not None:
-                if row_values.shape != (self.n_rows,):
-                    raise DeliftError(f"{label} must have shape ({self.n_rows},)")
-                _check_values(row_values, label)
+        for label, values, n in (
+            ("cap", cap, self.n_rows),
+            ("floor", floor, self.n_rows),
+            ("weights", weights, self.n_candidates),
+        ):
+            if values is not None:
+                if values.shape != (n,):
+                    raise DeliftError(f"{label} must have shape ({n},)")
+                _check_values(values, label)
         self._indptr = M.indptr.astype(np.int64)
         self._rows = M.indices
         self._data = M.data if cap is None else np.minimum(M.data, cap[self._rows])
         self._floor = np.zeros(self.n_rows) if floor is None else floor.astype(np.float64)
+        w = np.zeros(self.n_candidates) if weights is None else weights
+        self._weights = np.ascontiguousarray(w, dtype=np.float64)
 
     @property
     def floor(self) -> np.ndarray:
         """The per-row starting coverage (nu * p for FLCG, else 0); do not modify."""
         return self._floor
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The per-candidate modular weights w_j (zeros without a modular term); do not modify."""
+        return self._weights
 
     @property
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,10 +193,12 @@ class Objective:
     @property
     def nbytes(self) -> int:
         """Bytes held by the kernel arrays and the floor."""
-        return sum(a.nbytes for a in (self._indptr, self._rows, self._data, self._floor))
+        arrays = (self._indptr, self._rows, self._data, self._floor, self._weights)
+        return sum(a.nbytes for a in arrays)
 
     def columns(self, js: np.ndarray | Sequence[int]) -> sp.csc_array:
-        """Capped columns js as CSC; Objective(them, floor=self.floor) is self restricted to js."""
+        """Capped columns js as CSC; Objective(them, floor=self.floor, weights=self.weights[js])
+        is self restricted to js."""
         js = np.asarray(js, dtype=np.int64).reshape(-1)
         starts = self._indptr[js]
         lengths = self._indptr[js + 1] - starts
@@ -190,7 +216,8 @@ class Objective:
         js = np.asarray(js, dtype=np.int64).reshape(-1)
         if js.size and (js.min() < 0 or js.max() >= self.n_candidates):
             raise DeliftError(f"candidate indices must lie in [0, {self.n_candidates})")
-        return _column_gains(self._indptr, self._rows, self._data, state.c, js)  # type: ignore[return-value]
+        arrays = (self._indptr, self._rows, self._data)
+        return _column_gains(*arrays, state.c, js, self._weights)  # type: ignore[return-value]
 
     def gain(self, state: State, j: int) -> float:
         """Marginal gain of one candidate: the same arithmetic as gains()."""
@@ -201,10 +228,11 @@ class Objective:
         if not 0 <= j < self.n_candidates:
             raise DeliftError(f"candidate index must lie in [0, {self.n_candidates}), got {j}")
         cover(self._indptr, self._rows, self._data, state.c, j)
+        state.bonus += float(self._weights[j])
 
     def value(self, state: State) -> float:
         """f of the selection held by state."""
-        return float(np.sum(state.c - self._floor))
+        return float(np.sum(state.c - self._floor)) + state.bonus
 
     def evaluate(self, selected: Sequence[int] | np.ndarray) -> float:
         """f of a set of candidate indices, from scratch."""
@@ -214,20 +242,26 @@ class Objective:
         return self.value(state)
 
 
-def facility_location(K: Kernel) -> Objective:
-    """FL: f(A) = sum_i max_{j in A} K[i, j]."""
-    return Objective(K, name="fl")
+def facility_location(K: Kernel, weights: np.ndarray | None = None) -> Objective:
+    """FL: f(A) = sum_i max_{j in A} K[i, j] (+ sum_{j in A} weights_j)."""
+    return Objective(K, name="fl", weights=weights)
 
 
-def fl_mutual_information(K: Kernel, Q: Kernel, eta: float = 1.0) -> Objective:
-    """FLMI: f(A) = sum_i min(max_{j in A} K[i, j], eta * max_q Q[i, q])."""
+def fl_mutual_information(
+    K: Kernel, Q: Kernel, eta: float = 1.0, weights: np.ndarray | None = None
+) -> Objective:
+    """FLMI: f(A) = sum_i min(max_{j in A} K[i, j], eta * max_q Q[i, q]) (+ sum_{j in A} w_j)."""
     eta = _check_scale(eta, "eta")
     M = _as_csc(K, "kernel K")
-    return Objective(M, cap=eta * _row_max(Q, M.shape[0], "target kernel Q"), name="flmi")
+    cap = eta * _row_max(Q, M.shape[0], "target kernel Q")
+    return Objective(M, cap=cap, name="flmi", weights=weights)
 
 
-def fl_conditional_gain(K: Kernel, P: Kernel, nu: float = 1.0) -> Objective:
-    """FLCG: f(A) = sum_i max(max_{j in A} K[i, j] - nu * max_k P[i, k], 0)."""
+def fl_conditional_gain(
+    K: Kernel, P: Kernel, nu: float = 1.0, weights: np.ndarray | None = None
+) -> Objective:
+    """FLCG: f(A) = sum_i max(max_{j in A} K[i, j] - nu * max_k P[i, k], 0) (+ sum_{j in A} w_j)."""
     nu = _check_scale(nu, "nu")
     M = _as_csc(K, "kernel K")
-    return Objective(M, floor=nu * _row_max(P, M.shape[0], "existing-data kernel P"), name="flcg")
+    floor = nu * _row_max(P, M.shape[0], "existing-data kernel P")
+    return Objective(M, floor=floor, name="flcg", weights=weights)

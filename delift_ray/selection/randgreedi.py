@@ -1,7 +1,8 @@
 """Distributed greedy: RandGreeDi (Barbosa et al. 2015), and central-or-not dispatch.
 
 Round 1: candidates are split into m parts (`partition`) and each part runs greedy on its own
-(`part_greedy`), receiving only that part's kernel columns and the objective's per-row floor.
+(`part_greedy`), receiving only that part's kernel columns, their modular weights and the
+objective's per-row floor.
 Round 2 (`merge`): greedy over the union of the parts' picks with the full objective, keeping
 the better of that and the best part's own solution. Expected guarantee (1 - 1/e) / 2 of the
 optimum. The parts run through a map function: in-process by default (`local_map`), or one Ray
@@ -58,7 +59,7 @@ def _check(obj: Objective, budget: int, ids: Sequence[str]) -> None:
 
 
 def part_greedy(
-    columns: sp.csc_array,
+    part: tuple[sp.csc_array, np.ndarray],
     floor: np.ndarray,
     name: str,
     budget: int,
@@ -66,9 +67,11 @@ def part_greedy(
     epsilon: float,
     seed: int,
 ) -> tuple[np.ndarray, int]:
-    """Greedy on one part's columns alone (all of them if fewer than budget): picks, evaluations."""
-    part = Objective(columns, floor=floor, name=name)
-    sel = greedy(part, min(budget, part.n_candidates), optimizer, epsilon, seed)
+    """Greedy on one part's (columns, modular weights) alone (all of them if fewer than budget):
+    picks, evaluations."""
+    columns, weights = part
+    obj = Objective(columns, floor=floor, name=name, weights=weights)
+    sel = greedy(obj, min(budget, obj.n_candidates), optimizer, epsilon, seed)
     return sel.indices, sel.evaluations
 
 
@@ -128,7 +131,8 @@ def randgreedi(
     one_part = partial(
         part_greedy, name=obj.name, budget=budget, optimizer=optimizer, epsilon=epsilon, seed=seed
     )
-    results = map_fn(one_part, [obj.columns(c) for c in members], {"floor": obj.floor})
+    parts_ = [(obj.columns(c), obj.weights[c]) for c in members]
+    results = map_fn(one_part, parts_, {"floor": obj.floor})
     return merge(obj, budget, members, results, optimizer, epsilon, seed, progress)
 
 

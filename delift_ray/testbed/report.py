@@ -50,7 +50,7 @@ class Run:
         """The arm's directory name under the compare directory."""
         draw = int(self.draw) if self.draw else None
         budget = float(self.budget) if "." in self.budget else int(self.budget)
-        return Arm(cast(Method, self.method), budget, draw).name
+        return Arm.of_label(cast(Method, self.method), budget, draw).name
 
 
 def whole_pool(method: str) -> bool:

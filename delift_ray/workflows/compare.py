@@ -2,10 +2,15 @@
 
 Every selection ("arm") gets a directory under output_dir, with one per training seed inside:
 
-    <method>-b<budget>[-r<draw>]/select/   run_select's outputs (full data: full/select/)
+    <method>[@<pairs>]-b<budget>[-r<draw>]/select/   run_select's outputs (full: full/select/)
     <arm>/seed<seed>/                      run_train's (model/, train/, train_manifest.json)
     <arm>/seed<seed>/eval/                 run_eval's (eval.json, eval_rows.parquet)
     store/                                 the block store all delift selections share
+
+`compare.pair_modes` with several modes (e.g. "knn,dense") runs every method that scores
+utilities once per mode, labelled `<method>@<mode>` in the tables and directories; the store
+keys pairs by ids and not by mode, so dense scores only the pairs kNN did not (and kNN after
+dense scores nothing). One listed mode replaces pairs.mode for those methods.
     runs.csv                               one row per (arm, seed)
     comparison.csv, comparison.md          one row per method and budget
     metrics.png, gain_curve.png, composition.png
@@ -28,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from delift_ray import storage
 from delift_ray.commit import committed_dir
@@ -67,11 +72,24 @@ UNUSED = {"select": ("train", "eval"), "train": ("eval",), "eval": ()}
 
 @dataclass(frozen=True)
 class Arm:
-    """One selection to compare: a method at a budget (random: one seeded draw)."""
+    """One selection to compare: a method at a budget (random: one seeded draw), with its pair
+    mode when the comparison lists several (None: the one mode)."""
 
     method: Method
     budget: int | float
     draw: int | None = None
+    pair_mode: str | None = None
+
+    @classmethod
+    def of_label(cls, label: str, budget: int | float, draw: int | None = None) -> Arm:
+        """The arm a table's method label (`delift`, `delift@dense`) names."""
+        method, _, mode = label.partition("@")
+        return cls(method, budget, draw, mode or None)
+
+    @property
+    def label(self) -> str:
+        """The method as the tables show it: `<method>@<pair mode>` when modes are compared."""
+        return self.method if self.pair_mode is None else f"{self.method}@{self.pair_mode}"
 
     @property
     def whole_pool(self) -> bool:
@@ -84,7 +102,7 @@ class Arm:
         if self.whole_pool:
             return self.method
         draw = "" if self.draw is None else f"-r{self.draw}"
-        return f"{self.method}-b{self.budget}{draw}"
+        return f"{self.label}-b{self.budget}{draw}"
 
 
 @dataclass
@@ -106,8 +124,11 @@ class CompareResult:
 
 
 def plan(cfg: Config) -> list[Arm]:
-    """The comparison's selections: every method at every budget (full data once)."""
+    """The comparison's selections: every method at every budget (full data once), methods that
+    score utilities once per listed pair mode when several are listed."""
     c = cfg.compare
+    listed = c.pair_mode_list()
+    several: list[str | None] = list(listed) if len(listed) > 1 else [None]
     arms = []
     for method in c.method_list():
         if METHODS[method].whole_pool:
@@ -115,8 +136,18 @@ def plan(cfg: Config) -> list[Arm]:
             continue
         drawn = METHODS[method].seeded_draw
         draws = [cfg.seed + k for k in range(c.random_subsets)] if drawn else [None]
-        arms += [Arm(method, b, d) for b in c.budget_list(cfg.budget) for d in draws]
+        modes = several if METHODS[method].needs == "utilities" else [None]
+        arms += [
+            Arm(method, b, d, m) for m in modes for b in c.budget_list(cfg.budget) for d in draws
+        ]
     return arms
+
+
+def pair_mode(cfg: Config, arm: Arm) -> Literal["dense", "knn"]:
+    """The pair mode an arm's selection runs with: its own, the one listed, or pairs.mode."""
+    listed = cfg.compare.pair_mode_list()
+    mode = arm.pair_mode or (listed[0] if listed else cfg.pairs.mode)
+    return cast(Literal["dense", "knn"], mode)
 
 
 def arm_seeds(cfg: Config, arm: Arm, seeds: list[int]) -> list[int]:
@@ -127,10 +158,14 @@ def arm_seeds(cfg: Config, arm: Arm, seeds: list[int]) -> list[int]:
 
 
 def select_config(cfg: Config, arm: Arm) -> Config:
-    """The selection run of `arm` in <arm>/select, with the comparison's shared block store."""
+    """The selection run of `arm` in <arm>/select, with the comparison's shared block store, its
+    pair mode and its method's selection preset applied (the manifest records what it ran)."""
+    method = METHODS[arm.method]
     return dataclasses.replace(
         cfg,
         method=arm.method,
+        pairs=dataclasses.replace(cfg.pairs, mode=pair_mode(cfg, arm)),
+        selection=cfg.selection.resolved(method.preset),
         budget=arm.budget,
         seed=cfg.seed if arm.draw is None else arm.draw,
         output_dir=storage.join(cfg.output_dir, arm.name, "select"),
@@ -292,7 +327,7 @@ def run_row(
     select_s = round(sum(sel["timings_s"].values()), 3)
     metrics = ev["metrics"]
     return {
-        "method": arm.method,
+        "method": arm.label,
         "budget": arm.budget,
         "draw": arm.draw,
         "seed": seed,
@@ -307,10 +342,11 @@ def run_row(
 
 
 def arm_labels(arms: Sequence[Arm]) -> dict[tuple[str, int | float], str]:
-    """Display name per (method, budget): the method, plus the budget when there are several."""
+    """Display name per (method label, budget): the label, plus the budget when there are
+    several."""
     several = len({a.budget for a in arms if not a.whole_pool}) > 1
     return {
-        (a.method, a.budget): f"{a.method} {a.budget}" if several and not a.whole_pool else a.method
+        (a.label, a.budget): f"{a.label} {a.budget}" if several and not a.whole_pool else a.label
         for a in arms
     }
 

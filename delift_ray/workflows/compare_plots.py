@@ -123,7 +123,7 @@ def draw_plots(
     }
     picks = {a: storage.read_table(path).to_pydict() for a, path in selections.items()}
     curves = {
-        labels[a.method, a.budget]: np.asarray(s["gain"], dtype=float)
+        labels[a.label, a.budget]: np.asarray(s["gain"], dtype=float)
         for a, s in picks.items()
         if np.isfinite(np.asarray(s["gain"], dtype=float)).any()
     }
@@ -158,7 +158,7 @@ def composition(
     category = {i: v if v in common else "other" for i, v in value.items()}
     draws: dict[str, list[Counter[str]]] = {"pool": [Counter(category.values())]}
     for arm, ids in chosen.items():
-        draws.setdefault(labels[arm.method, arm.budget], []).append(
+        draws.setdefault(labels[arm.label, arm.budget], []).append(
             Counter(category[i] for i in ids)
         )
     order = [*common, "other"] if len(set(value.values())) > len(common) else common

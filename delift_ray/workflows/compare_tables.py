@@ -107,5 +107,7 @@ def markdown(cfg: Config, table: list[str], seeds: list[int], files: dict[str, s
         "Metrics are means over a method's runs, ± the sample standard deviation where it has "
         "several; rows = subset size; wall s = selection + training + evaluation of one run."
     )
+    variant = ", ".join(f"{k} {v}" for k, v in cfg.selection.variant().items())
+    setup += f" Selection variant of the utility methods: {variant} (delift-paper: the paper's)."
     images = [f"![{key}]({storage.name(files[key])})" for key in PLOTS if key in files]
     return "\n".join(["# Selection methods compared", "", setup, "", *table, "", *images]) + "\n"

@@ -16,7 +16,7 @@ from delift_ray.data.examples import ExampleSet
 from delift_ray.data.write import reject_table, write_subset
 from delift_ray.files import prepare_output_dir, write_error, write_parquet, write_text
 from delift_ray.selection.greedy import Selection
-from delift_ray.selection.methods import Draw, Kernels
+from delift_ray.selection.methods import METHODS, Draw, Kernels
 from delift_ray.selection.stages import STAGES
 from delift_ray.versions import package_versions
 
@@ -138,12 +138,19 @@ def build_manifest(
         "counts": counts,
         "rendering": {name: s.rendering for name, s in sets.items()},
         "kernel": _kernel_stats(kernels),
+        # the kernel and objective variant (selection's preset applied); None: no scored kernel
+        "selection_variant": cfg.selection.variant() if _scored(cfg) else None,
         "timings_s": timings,
         "model_fingerprint": fingerprint,
         "files": files,
         "versions": package_versions(),
         "config": config_to_dict(cfg),
     }
+
+
+def _scored(cfg: Config) -> bool:
+    """Whether the run's method builds its kernels from scored utilities (the variants apply)."""
+    return METHODS[cfg.method].needs == "utilities"
 
 
 def _kernel_stats(kernels: Kernels | None) -> dict[str, Any] | None:

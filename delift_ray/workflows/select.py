@@ -7,6 +7,7 @@ estimate -> score on Ray -> reduce | sentence embeddings: embed | none) -> the m
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +80,8 @@ def run_select(
     """
     timer = PhaseTimer()
     method, stage = METHODS[cfg.method], STAGES[cfg.stage]
+    # the variant this run uses (a preset applied), so the manifest's config says which it is
+    cfg = dataclasses.replace(cfg, selection=cfg.selection.resolved(method.preset))
     if not dry_run:
         prepare_output_dir(cfg.output_dir)
     with timer("read"):
@@ -113,7 +116,9 @@ def run_select(
     with timer("select"):
         objective = None
         if kernels is not None:
-            objective = stage.objective(kernels.pool, kernels.cross, cfg.selection)
+            objective = stage.objective(
+                kernels.pool, kernels.cross, cfg.selection, kernels.demo_means
+            )
         request = OrderRequest(pool, budget, cfg.seed, cfg.selection, objective, task_map)
         picked = method.order(request)
     with timer("write"):
@@ -151,8 +156,8 @@ def score_delift(
     with timer("score"):
         scored = st.execute(setup, sets, plan, scorer if cfg.scoring.executor == "local" else None)
     with timer("reduce"):
-        k, cross_k, utilities = st.reduce(
-            setup, sets, plan, scored, cfg.selection.scaling, cfg.stage, transform, cfg.seed
+        k, cross_k, utilities, means = st.reduce(
+            setup, sets, plan, scored, cfg.selection, cfg.stage, transform, cfg.seed
         )
     keep_table = cfg.pairs.mode == "dense"
     return Kernels(
@@ -166,4 +171,5 @@ def score_delift(
             "pairs_mode": cfg.pairs.mode,
             **({"knn": knn} if knn else {}),
         },
+        demo_means=means,
     )

@@ -61,7 +61,11 @@ def test_fraction_budget_stays_float(tmp_path, pool_file):
         ("budget=1.5", "fraction > 1"),
         ("budget=lots", "budget has a bad value"),
         ("seed=1.5", "seed must be an integer"),
-        ("method=magic", "method must be one of delift, delift-shuffled, se, random, quota, full"),
+        (
+            "method=magic",
+            "method must be one of delift, delift-paper, delift-shuffled, se, random, quota, "
+            "clean, full",
+        ),
         ("stage=final", "stage must be one of instruction, task, continual; got 'final'"),
         ("stage=task", "stage task needs target.path"),
         ("stage=continual", "stage continual needs existing.path"),

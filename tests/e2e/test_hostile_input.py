@@ -272,7 +272,8 @@ BOMB = "seed:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         (
             None,
             ["method=magic"],
-            "config: method must be one of delift, delift-shuffled, se, random, quota, full",
+            "config: method must be one of delift, delift-paper, delift-shuffled, se, random, "
+            "quota, clean, full",
         ),
         ("- method\n- full\n", [], "must hold a mapping at the top level"),
         ("method: !!python/object/apply:os.system ['true']\n", [], "is not valid YAML"),

@@ -49,6 +49,7 @@ def test_quota_is_max_min_fair(seed):
 def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
     assert list(METHODS) == [
         "delift",
+        "delift-paper",
         "delift-shuffled",
         "se",
         "random",
@@ -59,6 +60,7 @@ def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
     needs = {name: m.needs for name, m in METHODS.items()}
     assert needs == {
         "delift": "utilities",
+        "delift-paper": "utilities",
         "delift-shuffled": "utilities",
         "se": "embeddings",
         "random": "nothing",
@@ -72,6 +74,8 @@ def test_the_table_says_what_each_method_needs_and_how_compare_plans_it():
     shuffled = METHODS["delift-shuffled"].kernels
     assert isinstance(shuffled, ScoredUtilities) and shuffled.transform is permute_utilities
     assert METHODS["delift"].kernels == ScoredUtilities()  # the utilities as scored
+    assert METHODS["delift-paper"].kernels == ScoredUtilities()
+    assert {n: m.preset for n, m in METHODS.items() if m.preset} == {"delift-paper": "paper"}
 
 
 def test_permute_utilities_is_the_documented_seeded_permutation():

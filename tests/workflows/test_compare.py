@@ -8,14 +8,20 @@ import dataclasses
 import json
 import statistics
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import pipelines.compare as compare_job
 from delift_ray.config import config_to_dict, load_config
 from delift_ray.errors import DeliftError
+from delift_ray.selection.greedy import naive_greedy
+from delift_ray.selection.kernels import scale_utilities
+from delift_ray.selection.objectives import facility_location
 from delift_ray.workflows.compare import (
     METRICS,
     Arm,
+    absolute_paths,
     arm_seeds,
     eval_config,
     plan,
@@ -24,6 +30,7 @@ from delift_ray.workflows.compare import (
     select_config,
     train_config,
 )
+from delift_ray.workflows.select import run_select
 
 WORDS = ["cat", "dog", "sun", "tree", "milk", "rain", "fog", "sky", "sea", "owl"]
 KINDS = {"Reverse the word.": ("reverse", lambda w: w[::-1]), "Uppercase it.": ("upper", str.upper)}
@@ -257,3 +264,130 @@ def test_seeds_are_a_count_from_train_seed_or_a_list(tmp_path):
     assert load_config(None, [*base, "compare.seeds=3"]).compare.seed_list(4) == [4, 5, 6]
     assert load_config(None, [*base, "compare.seeds=7,2"]).compare.seed_list(4) == [7, 2]
     assert load_config(None, [*base, "compare.seeds='9'"]).compare.seed_list(4) == [9]
+
+
+def test_pair_modes_plan_one_arm_per_mode_for_utility_methods(tmp_path):
+    pool = write_rows(tmp_path / "pool.jsonl", WORDS)
+    base = [f"data.path={pool}", "model.path=m", f"output_dir={tmp_path}"]
+    cfg = load_config(
+        None,
+        [
+            *base,
+            "compare.methods=random,delift,delift-paper,delift-shuffled,se,full",
+            "compare.pair_modes=knn,dense",
+            "selection.normalize=row_rank",
+            "selection.modular=0.5",
+        ],
+    )
+    assert plan(cfg) == [
+        Arm("random", 0.3, 0),
+        Arm("delift", 0.3, None, "knn"),
+        Arm("delift", 0.3, None, "dense"),
+        Arm("delift-paper", 0.3, None, "knn"),
+        Arm("delift-paper", 0.3, None, "dense"),
+        Arm("delift-shuffled", 0.3, None, "knn"),
+        Arm("delift-shuffled", 0.3, None, "dense"),
+        Arm("se", 0.3),
+        Arm("full", 1.0),
+    ]
+    paper = select_config(cfg, Arm("delift-paper", 0.3, None, "knn"))
+    assert paper.output_dir == str(tmp_path / "delift-paper@knn-b0.3" / "select")
+    assert paper.pairs.mode == "knn"
+    assert paper.selection.variant() == {
+        "preset": "paper",
+        **{"scaling": "minmax", "normalize": "none", "sharpen": 1.0, "modular": 0.0},
+        **{"eta": 1.0, "nu": 1.0},
+    }
+    mine = select_config(cfg, Arm("delift", 0.3, None, "dense"))
+    assert (mine.pairs.mode, mine.selection.normalize, mine.selection.modular) == (
+        "dense",
+        "row_rank",
+        0.5,
+    )
+    assert Arm.of_label("delift@dense", 0.3).name == "delift@dense-b0.3"
+    assert Arm.of_label("delift", 0.3).name == "delift-b0.3"
+
+    # one listed mode replaces pairs.mode, without a label; none keeps pairs.mode
+    one = load_config(None, [*base, "compare.methods=delift", "compare.pair_modes=knn"])
+    assert plan(one) == [Arm("delift", 0.3)]
+    assert select_config(one, Arm("delift", 0.3)).pairs.mode == "knn"
+    plain = load_config(None, [*base, "compare.methods=delift"])
+    assert select_config(plain, Arm("delift", 0.3)).pairs.mode == "dense"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("knn,sparse", "compare.pair_modes must be one of dense, knn; got 'sparse'"),
+        ("knn,knn", "compare.pair_modes lists an item twice"),
+    ],
+)
+def test_bad_pair_modes_are_named(tmp_path, value, message):
+    pool = write_rows(tmp_path / "pool.jsonl", WORDS)
+    with pytest.raises(DeliftError, match=message):
+        load_config(None, [f"data.path={pool}", "model.path=m", f"compare.pair_modes={value}"])
+
+
+VARIANT = [
+    "pairs.k=3",
+    "pairs.embedder=self",
+    "selection.normalize=row_rank",
+    "selection.sharpen=2",
+]
+
+
+def test_arms_of_both_modes_and_presets_share_one_store_scoring_each_pair_once(
+    tmp_path, tiny_model_dir
+):
+    """The selections of delift and delift-paper in kNN and dense mode, as compare runs them."""
+    config = write_config(tmp_path, tiny_model_dir)
+    modes = ["compare.methods=delift,delift-paper", "compare.pair_modes=knn,dense"]
+    cfg = absolute_paths(load_config(config, [*modes, *VARIANT]))
+    arms = plan(cfg)
+    labels = ["delift@knn", "delift@dense", "delift-paper@knn", "delift-paper@dense"]
+    assert [a.label for a in arms] == labels
+    outputs = {a.label: run_select(select_config(cfg, a)) for a in arms}
+    manifests = {label: o.manifest for label, o in outputs.items()}
+    n = 2 * len(WORDS)
+    kernel = {k: m["kernel"] for k, m in manifests.items()}
+    # dense scores only what kNN did not; the paper arms score nothing: one store, each pair once
+    knn_pairs = kernel["delift@knn"]["pairs_scored"]
+    assert 0 < knn_pairs < n * n
+    assert kernel["delift@dense"]["pairs_scored"] == n * n - knn_pairs
+    assert kernel["delift@dense"]["pairs_in_store"] == knn_pairs
+    assert kernel["delift-paper@knn"]["pairs_scored"] == 0
+    assert kernel["delift-paper@dense"]["pairs_scored"] == 0
+    for label, m in manifests.items():
+        assert m["config"]["pairs"]["mode"] == label.split("@")[1]
+        variant = m["selection_variant"]
+        want = ("paper", "none", 1.0) if "paper" in label else ("default", "row_rank", 2.0)
+        assert (variant["preset"], variant["normalize"], variant["sharpen"]) == want
+    # the paper's dense selection is naive greedy on the globally min-maxed kernel
+    util = pq.read_table(outputs["delift-paper@dense"].files["utilities"]).to_pandas()
+    ids = list(dict.fromkeys(util["target_id"]))
+    pos = {x: k for k, x in enumerate(ids)}
+    k = np.zeros((n, n))
+    k[[pos[x] for x in util["target_id"]], [pos[x] for x in util["demo_id"]]] = scale_utilities(
+        util["u"].to_numpy(), "minmax"
+    )
+    expected = naive_greedy(facility_location(k), 6)
+    sel = pq.read_table(outputs["delift-paper@dense"].files["selection"]).to_pandas()
+    assert list(sel["id"]) == [ids[j] for j in expected.indices]
+
+
+@pytest.mark.timeout(300)
+def test_compare_runs_each_listed_pair_mode_labelled(tmp_path, tiny_model_dir, ray_local):
+    config = write_config(tmp_path, tiny_model_dir)
+    out = tmp_path / "cmp"
+    modes = ["compare.methods=delift-paper", "compare.pair_modes=knn,dense"]
+    result = run_compare(load_config(config, [*modes, *VARIANT]))
+    assert dict(result.ran) == {"select": 2, "train": 2, "eval": 2}
+    labels = ["delift-paper@knn", "delift-paper@dense"]
+    assert [r["method"] for r in read_csv(out / "comparison.csv")] == labels
+    assert [r["method"] for r in read_csv(out / "runs.csv")] == labels
+    for label in labels:
+        assert (out / f"{label}-b0.3" / "seed0" / "eval" / "eval.json").is_file()
+    md = (out / "comparison.md").read_text()
+    assert all(f"| {label} |" in md for label in labels)
+    assert "Selection variant of the utility methods: preset default, scaling minmax, " in md
+    assert "normalize row_rank, sharpen 2.0, modular 0.0, eta 1.0, nu 1.0" in md

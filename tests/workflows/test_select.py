@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from scipy.stats import rankdata
 from transformers import AutoTokenizer
 
 from delift_ray.config import DataConfig, TemplatesConfig, load_config
@@ -96,8 +97,17 @@ def kernel_from_file(util, kernel, row_ids, col_ids):
     return k
 
 
-def test_instruction_stage_outputs_are_consistent(tmp_path, files, tiny_model_dir):
-    result = run_select(config(tmp_path, files, tiny_model_dir, "selection.optimizer=lazy"))
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_instruction_stage_outputs_are_consistent(tmp_path, files, tiny_model_dir, preset):
+    result = run_select(
+        config(
+            tmp_path,
+            files,
+            tiny_model_dir,
+            "selection.optimizer=lazy",
+            f"selection.preset={preset}",
+        )
+    )
     out = Path(result.directory)
     sel = pq.read_table(out / "selection.parquet").to_pandas()
     util = pq.read_table(out / "utilities.parquet").to_pandas()
@@ -126,11 +136,69 @@ def test_instruction_stage_outputs_are_consistent(tmp_path, files, tiny_model_di
     assert list(sel["rank"]) == [0, 1, 2, 3]
     assert manifest["objective"] == pytest.approx(sel["objective"].iloc[-1])
     assert manifest["objective"] <= manifest["upper_bound"]
+    assert manifest["selection_variant"] == {
+        "preset": preset,
+        "scaling": "minmax",
+        "normalize": "none",
+        "sharpen": 1.0,
+        "modular": 0.0,
+        "eta": 1.0,
+        "nu": 1.0,
+    }
 
     # The subset is the original records, in pick order, extra columns kept.
     subset = [json.loads(line) for line in (out / "subset.jsonl").read_text().splitlines()]
     by_id = dict(zip(ids, files["records"]))
     assert subset == [by_id[i] for i in sel["id"]]
+
+
+def variant_kernel_from_file(util, ids, normalize, sharpen):
+    """The pool kernel of a variant, rebuilt densely row by row from utilities.parquet alone."""
+    t = util[util["kernel"] == "pool"]
+    pos = {x: n for n, x in enumerate(ids)}
+    u = np.full((len(ids), len(ids)), np.nan)
+    u[[pos[x] for x in t["target_id"]], [pos[x] for x in t["demo_id"]]] = t["u"]
+    k = np.zeros_like(u)
+    for i, row in enumerate(u):
+        if normalize == "row_rank":
+            k[i] = (rankdata(row) - 1) / (len(row) - 1)
+        elif normalize == "row_z":
+            k[i] = np.maximum((row - row.mean()) / row.std(), 0)
+    return k**sharpen
+
+
+@pytest.mark.parametrize(
+    ("normalize", "sharpen", "modular"), [("row_rank", 2.0, 0.5), ("row_z", 1.0, 3.0)]
+)
+def test_variants_select_what_naive_greedy_picks_on_the_rebuilt_kernel(
+    tmp_path, files, tiny_model_dir, normalize, sharpen, modular
+):
+    variant = [
+        f"selection.normalize={normalize}",
+        f"selection.sharpen={sharpen}",
+        f"selection.modular={modular}",
+    ]
+    result = run_select(config(tmp_path, files, tiny_model_dir, *variant))
+    util = pq.read_table(result.files["utilities"]).to_pandas()
+    ids = list(dict.fromkeys(util["target_id"]))
+    k = variant_kernel_from_file(util, ids, normalize, sharpen)
+    n = len(ids)
+    means = (k.sum(axis=0) - np.diag(k)) / (n - 1)  # dense: every other target scored each j
+    expected = naive_greedy(facility_location(k, weights=modular * means), 4)
+    sel = pq.read_table(result.files["selection"]).to_pandas()
+    assert list(sel["id"]) == [ids[i] for i in expected.indices]
+    np.testing.assert_allclose(sel["gain"], expected.gains, rtol=1e-5)
+    assert result.manifest["objective"] == pytest.approx(expected.value, rel=1e-5)
+    assert result.manifest["selection_variant"] == {
+        "preset": "default",
+        "scaling": "minmax",
+        "normalize": normalize,
+        "sharpen": sharpen,
+        "modular": modular,
+        "eta": 1.0,
+        "nu": 1.0,
+    }
+    assert result.manifest["config"]["selection"]["normalize"] == normalize
 
 
 @pytest.mark.parametrize(
@@ -286,3 +354,17 @@ def test_a_new_method_is_one_entry_in_the_table(tmp_path, files, tiny_model_dir,
     assert plan(cfg) == [Arm("by-length", 4), Arm("last-first", 4)]
     with pytest.raises(DeliftError, match=r"method must be one of .*, full, last-first, by-length"):
         config(tmp_path, files, tiny_model_dir, "method=first-last")
+
+
+def test_delift_paper_ignores_the_variant_keys(tmp_path, files, tiny_model_dir):
+    store = f"store.uri={tmp_path / 'store'}"
+    plain = run_select(config(tmp_path, files, tiny_model_dir, store, f"output_dir={tmp_path}/d"))
+    variant = ["selection.normalize=row_z", "selection.sharpen=3", "selection.modular=2"]
+    paper = run_select(
+        config(tmp_path, files, tiny_model_dir, store, "method=delift-paper", *variant)
+    )
+    assert paper.manifest["kernel"]["pairs_scored"] == 0  # delift's utilities, from the store
+    assert paper.manifest["selection_variant"]["preset"] == "paper"
+    assert paper.manifest["config"]["selection"]["normalize"] == "none"
+    same = [pq.read_table(r.files["selection"]).to_pandas() for r in (plain, paper)]
+    assert same[0].equals(same[1])  # the paper's DELIFT is the default's while defaults = paper
