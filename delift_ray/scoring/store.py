@@ -135,20 +135,31 @@ class BlockStore:
             self.fs.create_dir(self.dir, recursive=True)
             self._created = True
 
+    def names(self) -> list[str]:
+        """The block files in the store now, sorted (one listing of the directory)."""
+        selector = pafs.FileSelector(self.dir, allow_not_found=True)
+        names = []
+        for info in self.fs.get_file_info(selector):
+            name = info.path.rsplit("/", 1)[-1]
+            is_block = name.endswith(".parquet") and not name.startswith(".")
+            if info.type == pafs.FileType.File and is_block:
+                names.append(name)
+        return sorted(names)
+
+    def read_or_remove(self, name: str) -> pa.Table | None:
+        """One listed block, or None after removing it if it is truncated or corrupt."""
+        table = self._read_valid(f"{self.dir}/{name}")
+        if table is None:
+            _remove_quietly(self.fs, f"{self.dir}/{name}")
+        return table
+
     def scan(self) -> StoreScan:
         """Read every valid block; remove (and report) truncated or corrupt ones."""
         tables, removed = [], []
-        selector = pafs.FileSelector(self.dir, allow_not_found=True)
-        for info in sorted(self.fs.get_file_info(selector), key=lambda i: i.path):
-            if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
-                continue
-            name = info.path.rsplit("/", 1)[-1]
-            if name.startswith("."):
-                continue
-            table = self._read_valid(info.path)
+        for name in self.names():
+            table = self.read_or_remove(name)
             if table is None:
                 removed.append(name)
-                _remove_quietly(self.fs, info.path)
             else:
                 tables.append(table)
         table = pa.concat_tables(tables) if tables else BLOCK_SCHEMA.empty_table()
