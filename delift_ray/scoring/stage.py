@@ -185,10 +185,12 @@ def plan(
     sets: dict[str, TextSet],
     sources: dict[str, PairSource],
     pool_enc: EncodedSet | None = None,
+    write: bool = True,
 ) -> StreamPlan:
     """Compare the needed pairs with the store, a bucket of demonstrations at a time: what is
     missing becomes work items beside the store (the store listed once; corrupt blocks
-    removed). With the pool's encoding, the tokens of the missing pairs are counted too."""
+    removed; a dry run, `write` False, writes none). With the pool's encoding, the tokens of
+    the missing pairs are counted too."""
     job = setup.job
     log.info("scoring path: %s", setup.sharing)
     count = None
@@ -209,6 +211,7 @@ def plan(
         BlockStore(job.store_uri, job.store_key, f"work/{uuid.uuid4().hex[:12]}"),
         job.scoring.demos_per_block,
         count,
+        write=write,
     )
     p.stats["scoring_path"] = setup.sharing
     if pool_enc is not None:

@@ -17,6 +17,7 @@ each kernel column by column (CSC) from the found and the new pairs of each buck
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -171,6 +172,7 @@ class StreamPlan:
     blocks: int = 0
     tokens: int = 0  # tokens of the pairs to score (0 without a token count)
     stats: dict[str, object] = field(default_factory=dict)
+    write: bool = True  # False: a dry run's plan, which counts blocks but writes no work item
 
     @property
     def todo_plain(self) -> np.ndarray:
@@ -189,10 +191,11 @@ class StreamPlan:
         return Buckets(self.spill, f"{name}-{what}", k.key_span, k.n_buckets, values)
 
     def close(self) -> None:
-        """Remove the spill files and the work items."""
+        """Remove the spill files and the work items (and their directory)."""
         shutil.rmtree(self.spill, ignore_errors=True)
-        for path in self.work_files:
-            self.work.fs.delete_file(path)
+        if self.work_files:
+            with contextlib.suppress(OSError):
+                self.work.fs.delete_dir(self.work.dir)
         self.work_files.clear()
 
 
@@ -246,10 +249,11 @@ def stream_plan(
     count_tokens: TokenCount | None = None,
     pairs_per_bucket: int = PAIRS_PER_BUCKET,
     spill_dir: str | None = None,
+    write: bool = True,
 ) -> StreamPlan:
     """Plan every kernel of `sources` (its demonstrations' ids in `ids`, the pool's under "pool"
     too): the store is listed and read once, block by block, and each kernel's missing pairs are
-    written as work items under `work`."""
+    written as work items under `work` (only counted unless `write`)."""
     pool_name = next(iter(sources))
     n = sources[pool_name].n_targets
     indexes = {name: id_index(ids[name]) for name in sources}
@@ -259,7 +263,7 @@ def stream_plan(
         width = max(1, -(-src.n_demos // n_buckets))
         kernels[name] = KernelPlan(src, width, -(-src.n_demos // width))
     spill = tempfile.mkdtemp(prefix="delift-plan-", dir=spill_dir)
-    plan = StreamPlan(spill, kernels, np.zeros(0), work)
+    plan = StreamPlan(spill, kernels, np.zeros(0), work, write=write)
     try:
         plan.d0, removed = stored_d0(plain_store, indexes[pool_name], n)
         removed += _spill_stored(plan, pairs_store, indexes)
@@ -350,11 +354,12 @@ def _write_blocks(
         },
         schema=WORK_SCHEMA,
     )
-    path = f"{plan.work.dir}/{name}-{len(plan.work_files):06d}-{uuid.uuid4().hex[:8]}.parquet"
-    plan.work.fs.create_dir(plan.work.dir, recursive=True)
-    with plan.work.fs.open_output_stream(path) as out:
-        pq.write_table(table, out)
-    plan.work_files.append(path)
+    if plan.write:
+        path = f"{plan.work.dir}/{name}-{len(plan.work_files):06d}-{uuid.uuid4().hex[:8]}.parquet"
+        plan.work.fs.create_dir(plan.work.dir, recursive=True)
+        with plan.work.fs.open_output_stream(path) as out:
+            pq.write_table(table, out)
+        plan.work_files.append(path)
     plan.blocks += len(spans)
     if count_tokens is not None:
         plan.tokens += count_tokens(name, i[: cuts[-1]], j[: cuts[-1]])

@@ -139,7 +139,7 @@ def score_delift(
     with timer("pairs"):
         pairs, knn = st.choose_pairs(cfg.pairs, cfg.embedder, cfg.scoring, cfg.seed, sets, scorer)
     with timer("plan"):
-        plan = st.plan(setup, sets, pairs, pool_enc)
+        plan = st.plan(setup, sets, pairs, pool_enc, write=not dry_run)
     try:
         est = st.estimate(plan)
         speed = None
