@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,10 @@ def scoring_key(**parts: Any) -> str:
 
 
 def block_table(
-    target_ids: list[str], demo_ids: list[str], d0: np.ndarray, d1: np.ndarray
+    target_ids: Sequence[str] | np.ndarray,
+    demo_ids: Sequence[str] | np.ndarray,
+    d0: np.ndarray,
+    d1: np.ndarray,
 ) -> pa.Table:
     """A block of scored pairs (u = d0 - d1) in the store's schema."""
     d0 = np.asarray(d0, dtype=np.float64)

@@ -91,7 +91,7 @@ class PairSource:
     def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Every distinct pair (i, j), grouped by demonstration (for small pools and tests)."""
         chunks = list(self.chunks())
-        keys = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
+        keys = sorted_unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
         return keys % self.n_targets, keys // self.n_targets
 
 
@@ -200,8 +200,15 @@ class StreamPlan:
 
 
 def id_index(ids: list[str]) -> pd.Index:
-    """A hash index of ids (position of each id; built once per set)."""
-    return pd.Index(np.asarray(ids, dtype=object))
+    """A hash index of ids (position of each id; built once per set): Python objects, not
+    pandas' Arrow strings, whose lookups are several times slower."""
+    return pd.Index(np.asarray(ids, dtype=object), dtype=object)
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """The distinct keys, sorted (a sort and a mask: faster than np.unique's hashing here)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
 
 
 def positions(index: pd.Index, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -309,7 +316,7 @@ def _plan_kernel(
     found_b, todo_b = plan.buckets(name, "found"), plan.buckets(name, "todo")
     carry = np.zeros(0, np.int64)
     for b in range(k.n_buckets):
-        need = np.unique(need_b.read(b)[0])
+        need = sorted_unique(need_b.read(b)[0])
         k.needed += len(need)
         stored, values = first_per_key(*stored_b.read(b))
         hit, pos = member(need, stored)
@@ -410,17 +417,37 @@ class Reduced:
 
 
 def route_new(plan: StreamPlan, store: BlockStore, names: list[str], ids: dict[str, list[str]]):
-    """Route the pairs of the blocks this run wrote (read one at a time) to each kernel's
-    buckets of new pairs."""
-    indexes = {name: id_index(ids[name]) for name in plan.kernels}
-    pool_index = next(iter(indexes.values()))
-    for name in names:
+    """Route the pairs of the blocks this run wrote to each kernel's buckets of new pairs: block
+    k is the plan's work item k (scoring reports blocks in work-item order), so its pairs are
+    the item's (i, j) and only its utilities are read (each block read once, its checksum and
+    row count checked, its first and last ids compared with the item's)."""
+    if len(names) != plan.blocks:
+        raise DeliftError(
+            f"store: {plan.blocks - len(names)} planned blocks were not scored; run again"
+        )
+    pool = np.asarray(ids[next(iter(plan.kernels))], dtype=object)
+    demo_ids = {name: np.asarray(ids[name], dtype=object) for name in plan.kernels}
+    items = (w for path in plan.work_files for w in read_work(plan.work, path))
+    for name, w in zip(names, items):
         table = store.read_or_remove(name)
-        if table is None:
+        if table is None or table.num_rows != len(w.i) or not _same_ends(table, w, pool, demo_ids):
             raise DeliftError(f"store: block {store.dir}/{name} is missing or corrupt; run again")
-        for kernel, k in plan.kernels.items():
-            keys, values = block_keys(table, pool_index, indexes[kernel], k.source.n_targets)
-            plan.buckets(kernel, "new").add(keys, values)
+        k = plan.kernels[w.demos]
+        values = np.column_stack([table[c].to_numpy() for c in ("d0", "d1", "u")])
+        plan.buckets(w.demos, "new").add(w.j * k.source.n_targets + w.i, values)
+
+
+def _same_ends(
+    table: pa.Table, w: WorkBlock, pool: np.ndarray, demo_ids: dict[str, np.ndarray]
+) -> bool:
+    """Whether a block's first and last pairs name the work item's first and last pairs."""
+    if not len(w.i):
+        return True
+    t, d = table["target_id"], table["demo_id"]
+    ends = (0, len(w.i) - 1)
+    return all(
+        t[e].as_py() == pool[w.i[e]] and d[e].as_py() == demo_ids[w.demos][w.j[e]] for e in ends
+    )
 
 
 def reduce_kernel(plan: StreamPlan, name: str, keep_values: bool) -> Reduced:

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from delift_ray.errors import DeliftError
 from delift_ray.scoring.blocks import (
     WorkItems,
     missing,
@@ -188,10 +189,15 @@ def test_streamed_reduce_gives_the_in_memory_kernel_and_selection_and_a_rerun_sc
 def test_a_missing_new_block_is_an_error_not_a_smaller_kernel(tmp_path):
     srcs, ids = sources(2)
     plan = stream_plan(tmp_path, srcs, ids, 1 << 22)
+    store = BlockStore(str(tmp_path), "key", "pairs")
     try:
         new = score_work(tmp_path, plan, ids)
-        route_new(plan, BlockStore(str(tmp_path), "key", "pairs"), new[1:], ids)
-        with pytest.raises(Exception, match="needed pairs are missing"):
-            reduce_kernel(plan, "pool", keep_values=False)
+        with pytest.raises(DeliftError, match="1 planned blocks were not scored"):
+            route_new(plan, store, new[1:], ids)
+        (tmp_path / "key" / "pairs" / new[3]).unlink()
+        with pytest.raises(DeliftError, match=f"block .*{new[3]} is missing or corrupt"):
+            route_new(plan, store, new, ids)
+        with pytest.raises(DeliftError, match="is missing or corrupt"):
+            route_new(plan, store, new[1:] + new[:1], ids)  # blocks not in work-item order
     finally:
         plan.close()
