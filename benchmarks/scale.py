@@ -362,7 +362,7 @@ def dry_run(rows: int, results: list[dict[str, Any]], args: argparse.Namespace) 
 def main() -> None:
     """Run each size in a child process, then print the tables and the dry run."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, nargs="+", default=[500_000, 1_000_000, 2_000_000, 5_000_000])  # fmt: skip  # noqa: E501
+    ap.add_argument("--rows", type=int, nargs="*", default=[500_000, 1_000_000, 2_000_000, 5_000_000])  # fmt: skip  # noqa: E501
     ap.add_argument("--dry-run-rows", type=int, default=10_000_000)
     ap.add_argument("--real-rows", type=int, default=0, help="also run the real tiny model here")
     ap.add_argument("--dim", type=int, default=32)
@@ -375,6 +375,8 @@ def main() -> None:
     ap.add_argument("--demos-per-block", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tmp", default=None, help="where each size's store and spill go")
+    ap.add_argument("--save", default=None, help="append each size's figures (JSON lines) here")
+    ap.add_argument("--load", nargs="*", default=[], help="print the tables of saved figures")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--real", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -384,8 +386,11 @@ def main() -> None:
     print("Command: `" + shlex.join([".venv/bin/python", *sys.argv]) + "`\n")
     print("Embeddings: SYNTHETIC (seeded clustered unit vectors); scorer: BENCHMARK ONLY "
           f"({BenchmarkRandomUtilities.name}, seeded random utilities, no model)\n")  # fmt: skip
-    results = [child(rows, args, real=False) for rows in sorted(args.rows)]
-    results = [r for r in results if r is not None]
+    results = [
+        r for path in args.load for r in map(json.loads, Path(path).read_text().splitlines())
+    ]
+    results += [child(rows, args, real=False) for rows in sorted(args.rows)]  # type: ignore[misc]
+    results = sorted((r for r in results if r is not None), key=lambda r: r["rows"])
     if results:
         print_tables(results)
     dry_run(args.dry_run_rows, results, args)
@@ -401,7 +406,7 @@ def main() -> None:
 
 def child(rows: int, args: argparse.Namespace, real: bool) -> dict[str, Any] | None:
     """one_size(rows) in a fresh process (its own peak RSS); None if it failed."""
-    argv = [a for a in sys.argv[1:]]
+    argv = list(sys.argv[1:])
     cmd = [sys.executable, __file__, *argv, "--one", str(rows)] + (["--real"] if real else [])
     print(f"{rows:,} rows ({'real scorer' if real else 'benchmark scorer'}), load "
           f"{os.getloadavg()[0]:.1f}:", file=sys.stderr, flush=True)  # fmt: skip
@@ -409,7 +414,11 @@ def child(rows: int, args: argparse.Namespace, real: bool) -> dict[str, Any] | N
     if done.returncode != 0:
         print(f"| {rows:,} rows: the child process failed (exit {done.returncode}) |")
         return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if args.save and not real:
+        with open(args.save, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
 
 
 if __name__ == "__main__":
