@@ -171,7 +171,7 @@ class BlockWorker:
         if scorer is None:
             scorer = load_utility_model(job)
         self.scorer = scorer
-        self.ids = {name: np.asarray(s.ids, dtype=object) for name, s in sets.items()}
+        self.ids = {name: pa.array(s.ids, pa.string()) for name, s in sets.items()}
         given = encoded or {}  # sets already tokenized with the scorer's templates and limit
         self.enc = {
             name: given[name] if name in given else scorer.encode(s.xs, s.ys, s.chat)
@@ -185,7 +185,7 @@ class BlockWorker:
         """Score one block, write it to the store; returns its name, rows, tokens and seconds."""
         start = time.perf_counter()
         pool, pool_ids = self.enc[POOL], self.ids[POOL]
-        targets = pool_ids[block.i]
+        targets = pool_ids.take(block.i)
         if block.kind == "plain":
             d0 = self.scorer.plain(pool, block.i)
             nan = np.full(len(d0), np.nan)
@@ -194,7 +194,7 @@ class BlockWorker:
         else:
             demos, demo_ids = self.enc[block.demos], self.ids[block.demos]
             d1 = self.scorer.pairs(pool, demos, block.i, block.j)
-            table = block_table(targets, demo_ids[block.j], block.d0, d1)
+            table = block_table(targets, demo_ids.take(block.j), block.d0, d1)
             tokens = self.scorer.prompts.lengths(pool, block.i, demos, block.j).sum()
         name = self.stores[block.kind].write(table)
         return {
