@@ -146,9 +146,11 @@ def member(keys: np.ndarray, sorted_keys: np.ndarray) -> tuple[np.ndarray, np.nd
 
 @dataclass
 class KernelPlan:
-    """One kernel's share of the plan: its shape, buckets and pair counts."""
+    """One kernel's share of the plan: its shape, buckets and pair counts (not the neighbour
+    table, which the plan does not keep once its pairs are bucketed)."""
 
-    source: PairSource
+    n_targets: int
+    n_demos: int
     demos_per_bucket: int
     n_buckets: int
     needed: int = 0
@@ -157,7 +159,7 @@ class KernelPlan:
     @property
     def key_span(self) -> int:
         """Keys per bucket."""
-        return self.demos_per_bucket * self.source.n_targets
+        return self.demos_per_bucket * self.n_targets
 
 
 @dataclass
@@ -268,7 +270,7 @@ def stream_plan(
     for name, src in sources.items():
         n_buckets = max(1, -(-src.n_targets * src.per_target // pairs_per_bucket))
         width = max(1, -(-src.n_demos // n_buckets))
-        kernels[name] = KernelPlan(src, width, -(-src.n_demos // width))
+        kernels[name] = KernelPlan(src.n_targets, src.n_demos, width, -(-src.n_demos // width))
     spill = tempfile.mkdtemp(prefix="delift-plan-", dir=spill_dir)
     plan = StreamPlan(spill, kernels, np.zeros(0), work, write=write)
     try:
@@ -301,7 +303,7 @@ def _spill_stored(plan: StreamPlan, store: BlockStore, indexes: dict[str, pd.Ind
             removed += 1
             continue
         for kernel, k in plan.kernels.items():
-            keys, values = block_keys(table, pool_index, indexes[kernel], k.source.n_targets)
+            keys, values = block_keys(table, pool_index, indexes[kernel], k.n_targets)
             plan.buckets(kernel, "stored").add(keys, values)
     return removed
 
@@ -311,7 +313,7 @@ def _plan_kernel(
 ) -> None:
     """Match each bucket of kernel `name` against the store; write its blocks of missing pairs."""
     k = plan.kernels[name]
-    n = k.source.n_targets
+    n = k.n_targets
     need_b, stored_b = plan.buckets(name, "need"), plan.buckets(name, "stored")
     found_b, todo_b = plan.buckets(name, "found"), plan.buckets(name, "todo")
     carry = np.zeros(0, np.int64)
@@ -434,7 +436,7 @@ def route_new(plan: StreamPlan, store: BlockStore, names: list[str], ids: dict[s
             raise DeliftError(f"store: block {store.dir}/{name} is missing or corrupt; run again")
         k = plan.kernels[w.demos]
         values = np.column_stack([table[c].to_numpy() for c in ("d0", "d1", "u")])
-        plan.buckets(w.demos, "new").add(w.j * k.source.n_targets + w.i, values)
+        plan.buckets(w.demos, "new").add(w.j * k.n_targets + w.i, values)
 
 
 def _same_ends(
@@ -454,7 +456,7 @@ def reduce_kernel(plan: StreamPlan, name: str, keep_values: bool) -> Reduced:
     """Kernel `name`'s needed utilities in CSC order, a bucket at a time: the found pairs and
     the new pairs that were missing; DeliftError if a needed pair has no utility."""
     k = plan.kernels[name]
-    n, n_demos = k.source.n_targets, k.source.n_demos
+    n, n_demos = k.n_targets, k.n_demos
     counts = np.zeros(n_demos, np.int64)
     rows = np.empty(k.needed, np.int32 if n < 2**31 else np.int64)
     u = np.empty(k.needed)

@@ -140,6 +140,7 @@ def score_delift(
         pairs, knn = st.choose_pairs(cfg.pairs, cfg.embedder, cfg.scoring, cfg.seed, sets, scorer)
     with timer("plan"):
         plan = st.plan(setup, sets, pairs, pool_enc, write=not dry_run)
+        del pairs  # the neighbour tables: n x k, not needed once the plan has bucketed them
     try:
         est = st.estimate(plan)
         speed = None
