@@ -367,9 +367,12 @@ def _write_blocks(
     )
     if plan.write:
         path = f"{plan.work.dir}/{name}-{len(plan.work_files):06d}-{uuid.uuid4().hex[:8]}.parquet"
-        plan.work.fs.create_dir(plan.work.dir, recursive=True)
-        with plan.work.fs.open_output_stream(path) as out:
-            pq.write_table(table, out)
+        try:
+            plan.work.fs.create_dir(plan.work.dir, recursive=True)
+            with plan.work.fs.open_output_stream(path) as out:
+                pq.write_table(table, out)
+        except OSError as e:  # the store is checked later: its work items fail first
+            raise DeliftError(f"store: cannot write to {plan.work.dir}: {e}") from None
         plan.work_files.append(path)
     plan.blocks += len(spans)
     if count_tokens is not None:

@@ -111,7 +111,12 @@ def test_shipped_configs_load():
         assert cfg.stage == name
 
 
-@pytest.mark.parametrize(("name", "arms"), [("demo", 4), ("testbed", 3 * 10 * 2 + 3 * 3 + 1)])
+# testbed: random, quota and clean draw 10 subsets at 3 budgets; se once per budget; delift,
+# delift-paper and delift-shuffled once per budget in each of 2 pair modes; full once
+TESTBED_ARMS = 3 * 10 * 3 + 3 + 3 * 3 * 2 + 1
+
+
+@pytest.mark.parametrize(("name", "arms"), [("demo", 4), ("testbed", TESTBED_ARMS)])
 def test_testbed_configs_load_once_their_data_exists(tmp_path, name, arms):
     from delift_ray.testbed.generate import PoolSpec, write
     from delift_ray.workflows.compare import plan
