@@ -77,9 +77,6 @@ class Preparation:
     sharing: str  # how pairs are scored: "shared prefixes", or why not
 
 
-Plan = StreamPlan  # what `plan` returns
-
-
 def prepare(
     model: ModelConfig, templates: TemplatesConfig, scoring: ScoringConfig, store_uri: str
 ) -> Preparation:

@@ -241,6 +241,11 @@ def test_plan_sub_run_configs_and_reuse(tmp_path):
         ("compare.epochs_by_budget=0.1-3", "epochs_by_budget items must be budget=value"),
         ("compare.epochs_by_budget=0.1=3,0.10=4", "epochs_by_budget lists budget 0.10 twice"),
         ("compare.lr_by_budget=0.3=0", "lr_by_budget must give learning rates > 0"),
+        (
+            "compare.pair_modes=knn,sparse",
+            "compare.pair_modes must be one of dense, knn; got 'sparse'",
+        ),
+        ("compare.pair_modes=knn,knn", "compare.pair_modes lists an item twice"),
     ],
 )
 def test_bad_compare_keys_are_named(tmp_path, override, message):
@@ -313,19 +318,6 @@ def test_pair_modes_plan_one_arm_per_mode_for_utility_methods(tmp_path):
     assert select_config(one, Arm("delift", 0.3)).pairs.mode == "knn"
     plain = load_config(None, [*base, "compare.methods=delift"])
     assert select_config(plain, Arm("delift", 0.3)).pairs.mode == "dense"
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ("knn,sparse", "compare.pair_modes must be one of dense, knn; got 'sparse'"),
-        ("knn,knn", "compare.pair_modes lists an item twice"),
-    ],
-)
-def test_bad_pair_modes_are_named(tmp_path, value, message):
-    pool = write_rows(tmp_path / "pool.jsonl", WORDS)
-    with pytest.raises(DeliftError, match=message):
-        load_config(None, [f"data.path={pool}", "model.path=m", f"compare.pair_modes={value}"])
 
 
 VARIANT = [
