@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -71,31 +70,17 @@ class _PoolActor:
         return {INDEX: index, ERROR: np.full(len(index), error)}
 
 
-@dataclass(frozen=True)
-class ParquetRows:
-    """Input rows that Ray Data reads itself from Parquet files (each row carries INDEX, its
-    position), so the driver never holds them."""
-
-    paths: list[str]
-    filesystem: Any  # a pyarrow filesystem that every node reaches
-    count: int
-
-    def __len__(self) -> int:
-        return self.count
-
-
 def actor_map(
     worker: Callable[..., Callable[[Batch], Batch]],
     kwargs: dict[str, Any],
-    rows: Sequence[dict[str, Any]] | ParquetRows,
+    rows: Sequence[dict[str, Any]],
     settings: ActorSettings,
     what: str,
     section: str,
     batch_size: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Output rows of `worker(**kwargs)` (a callable class, one per actor) over numpy batches of
-    `rows` (a list, or Parquet files Ray Data reads), in input order; a DeliftError in an actor
-    stops the map as "<line> (in <what>)"."""
+    `rows`, in input order; a DeliftError in an actor stops the map as "<line> (in <what>)"."""
     if not rows:
         return
     with using_ray():
@@ -109,14 +94,8 @@ def actor_map(
         # titles after the class it is given.
         actor = type(getattr(worker, "__name__", "Worker"), (_PoolActor,), {})
         blocks = min(len(rows), max(settings.actors, -(-len(rows) // batch_size)))
-        if isinstance(rows, ParquetRows):
-            source = ray.data.read_parquet(
-                rows.paths, filesystem=rows.filesystem, override_num_blocks=blocks
-            )
-        else:
-            items = [{**row, INDEX: n} for n, row in enumerate(rows)]
-            source = ray.data.from_items(items, override_num_blocks=blocks)
-        ds = source.map_batches(
+        items = [{**row, INDEX: n} for n, row in enumerate(rows)]
+        ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             actor,
             fn_constructor_kwargs={"worker": worker, "kwargs": refs},
             batch_size=batch_size,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,6 @@ import pyarrow.compute as pc
 from delift_ray.config import ModelConfig, ScoringConfig, TemplatesConfig
 from delift_ray.data.examples import ChatParts
 from delift_ray.scoring.store import BlockStore, block_table
-from delift_ray.scoring.templates import EncodedSet
 
 POOL = "pool"
 
@@ -73,25 +71,6 @@ class Block:
             j=np.asarray(row["j"], dtype=np.int64),
             d0=np.asarray(row["d0"], dtype=np.float64),
         )
-
-
-@dataclass
-class WorkItems:
-    """A plan's pair blocks as work-item files beside the store (see scoring/stream.py), and
-    the d0 of every pool row, which each block carries when it is scored."""
-
-    store: BlockStore  # where the files are: its fs and dir
-    paths: list[str]
-    count: int
-    d0: np.ndarray
-
-    def blocks(self) -> Iterator[Block]:
-        """The blocks, read one file at a time, in order."""
-        from delift_ray.scoring.stream import read_work
-
-        for path in self.paths:
-            for w in read_work(self.store, path):
-                yield Block(w.kind, w.demos, w.i, w.j, self.d0[w.i])
 
 
 def pair_table(
@@ -161,22 +140,12 @@ def _first_per_pair(t: pa.Table) -> pa.Table:
 class BlockWorker:
     """Scores blocks and writes each to the store (in-process, or inside a Ray actor)."""
 
-    def __init__(
-        self,
-        job: WorkerSpec,
-        sets: dict[str, TextSet],
-        scorer: Any = None,
-        encoded: dict[str, EncodedSet] | None = None,
-    ) -> None:
+    def __init__(self, job: WorkerSpec, sets: dict[str, TextSet], scorer: Any = None) -> None:
         if scorer is None:
             scorer = load_utility_model(job)
         self.scorer = scorer
-        self.ids = {name: pa.array(s.ids, pa.string()) for name, s in sets.items()}
-        given = encoded or {}  # sets already tokenized with the scorer's templates and limit
-        self.enc = {
-            name: given[name] if name in given else scorer.encode(s.xs, s.ys, s.chat)
-            for name, s in sets.items()
-        }
+        self.ids = {name: s.ids for name, s in sets.items()}
+        self.enc = {name: scorer.encode(s.xs, s.ys, s.chat) for name, s in sets.items()}
         self.stores = {
             kind: BlockStore(job.store_uri, job.store_key, kind) for kind in ("plain", "pairs")
         }
@@ -185,7 +154,7 @@ class BlockWorker:
         """Score one block, write it to the store; returns its name, rows, tokens and seconds."""
         start = time.perf_counter()
         pool, pool_ids = self.enc[POOL], self.ids[POOL]
-        targets = pool_ids.take(block.i)
+        targets = [pool_ids[k] for k in block.i]
         if block.kind == "plain":
             d0 = self.scorer.plain(pool, block.i)
             nan = np.full(len(d0), np.nan)
@@ -194,7 +163,7 @@ class BlockWorker:
         else:
             demos, demo_ids = self.enc[block.demos], self.ids[block.demos]
             d1 = self.scorer.pairs(pool, demos, block.i, block.j)
-            table = block_table(targets, demo_ids.take(block.j), block.d0, d1)
+            table = block_table(targets, [demo_ids[k] for k in block.j], block.d0, d1)
             tokens = self.scorer.prompts.lengths(pool, block.i, demos, block.j).sum()
         name = self.stores[block.kind].write(table)
         return {

@@ -10,8 +10,7 @@ import dataclasses
 import logging
 import sys
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -41,23 +40,19 @@ from delift_ray.scoring.blocks import (
     POOL,
     TextSet,
     WorkerSpec,
-    WorkItems,
     d0_by_index,
     load_utility_model,
+    missing,
+    needed_utilities,
+    pair_table,
+    plan_pairs,
     plan_plain,
 )
 from delift_ray.scoring.knn import neighbours, uses_ann
+from delift_ray.scoring.pairs import dense_pairs, neighbour_pairs, random_pairs, union_pairs
 from delift_ray.scoring.store import BlockStore, scoring_key
-from delift_ray.scoring.stream import (
-    PairSource,
-    StreamPlan,
-    reduce_kernel,
-    route_new,
-    scaled_kernel,
-    stream_plan,
-)
 from delift_ray.scoring.templates import EncodedSet, Prompts
-from delift_ray.selection.kernels import demonstration_means
+from delift_ray.selection.kernels import demonstration_means, utility_kernel
 
 if TYPE_CHECKING:
     from delift_ray.selection.methods import UtilityTransform
@@ -75,6 +70,27 @@ class Preparation:
     prompts: Prompts
     fingerprint: str
     sharing: str  # how pairs are scored: "shared prefixes", or why not
+
+
+@dataclass
+class Plan:
+    """The pairs each kernel needs, what the store already has of them, and what it lacks."""
+
+    needed: dict[str, pa.Table]
+    found: dict[str, pa.Table]  # needed pairs already stored, with (d0, d1, u)
+    d0: np.ndarray  # stored d0 per pool row, NaN where missing
+    todo_pairs: dict[str, pa.Table]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def todo_plain(self) -> np.ndarray:
+        """Pool rows whose d0 is not yet in the store."""
+        return np.flatnonzero(np.isnan(self.d0))
+
+    @property
+    def pairs_to_score(self) -> int:
+        """Pairs not yet in the store."""
+        return sum(t.num_rows for t in self.todo_pairs.values())
 
 
 def prepare(
@@ -141,13 +157,15 @@ def choose_pairs(
     seed: int,
     sets: dict[str, TextSet],
     local_scorer: Any = None,
-) -> tuple[dict[str, PairSource], dict[str, Any]]:
-    """Where each kernel's pairs come from: every pair (dense) or each target's k nearest (knn,
-    plus itself in the pool kernel and `random_k` random ones), and per kernel how its
-    neighbours were searched (method, recall@k; empty for dense). No pair is formed here."""
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """(i, j) to score per kernel: every pair (dense) or each target's k nearest (knn), and per
+    kernel how its neighbours were searched (method, recall@k; empty for dense)."""
     n = len(sets[POOL].ids)
     if pairs.mode == "dense":
-        return {name: PairSource(n, len(s.ids)) for name, s in sets.items()}, {}
+        out = {POOL: dense_pairs(n, n)}
+        if CROSS in sets:
+            out[CROSS] = dense_pairs(n, len(sets[CROSS].ids))
+        return out, {}
     if any(uses_ann(pairs, len(s.ids)) for s in sets.values()):
         load_faiss()  # a missing extra stops the run before any embedding
     emb = {name: embed(pairs, embedder, s, local_scorer) for name, s in sets.items()}
@@ -158,7 +176,11 @@ def choose_pairs(
         k = pairs.k if name == POOL else min(pairs.k, len(sets[name].ids))
         same = name == POOL
         nbrs, searches[name] = neighbours(emb[POOL], emb[name], k, same, pairs, seed, map_fn)
-        out[name] = PairSource(n, len(sets[name].ids), nbrs, same, pairs.random_k, seed)
+        out[name] = neighbour_pairs(nbrs, same)
+    if pairs.random_k:  # a few random candidates per target sample each demo's global utility
+        for name, found in out.items():
+            extra = random_pairs(n, len(sets[name].ids), pairs.random_k, seed)
+            out[name] = union_pairs(found, extra)
     return out, searches
 
 
@@ -179,52 +201,41 @@ def embed(
     return model_embeddings(local_scorer.model, local_scorer.prompts.tokenizer, texts)
 
 
-def plan(
-    setup: Preparation,
-    sets: dict[str, TextSet],
-    sources: dict[str, PairSource],
-    pool_enc: EncodedSet | None = None,
-    write: bool = True,
-) -> StreamPlan:
-    """Compare the needed pairs with the store, a bucket of demonstrations at a time: what is
-    missing becomes work items beside the store (the store listed once; corrupt blocks
-    removed; a dry run, `write` False, writes none). With the pool's encoding, the tokens of
-    the missing pairs are counted too."""
+def plan(setup: Preparation, sets: dict[str, TextSet], pairs: dict[str, Any]) -> Plan:
+    """Compare the needed pairs with the store: what is missing, and what was corrupt."""
     job = setup.job
     log.info("scoring path: %s", setup.sharing)
-    count = None
-    if pool_enc is not None:
-        enc = {POOL: pool_enc}
-        enc.update(
-            {n: setup.prompts.encode(s.xs, s.ys, s.chat) for n, s in sets.items() if n != POOL}
-        )
-
-        def count(name: str, i: np.ndarray, j: np.ndarray) -> int:
-            return int(setup.prompts.lengths(enc[POOL], i, enc[name], j).sum())
-
-    p = stream_plan(
-        sources,
-        {name: s.ids for name, s in sets.items()},
-        BlockStore(job.store_uri, job.store_key, "pairs"),
-        BlockStore(job.store_uri, job.store_key, "plain"),
-        BlockStore(job.store_uri, job.store_key, f"work/{uuid.uuid4().hex[:12]}"),
-        job.scoring.demos_per_block,
-        count,
-        write=write,
-    )
-    p.stats["scoring_path"] = setup.sharing
-    if pool_enc is not None:
-        p.tokens += int(setup.prompts.lengths(pool_enc, p.todo_plain).sum())
-    return p
+    plain_scan = BlockStore(job.store_uri, job.store_key, "plain").scan()
+    pair_scan = BlockStore(job.store_uri, job.store_key, "pairs").scan()
+    d0 = d0_by_index(plain_scan.table, sets[POOL].ids)
+    needed = {
+        name: pair_table(sets[POOL].ids, sets[name].ids, i, j) for name, (i, j) in pairs.items()
+    }
+    found = {name: needed_utilities(t, pair_scan.table) for name, t in needed.items()}
+    todo = {name: missing(t, pair_scan.table) for name, t in needed.items()}
+    stats = {
+        "scoring_path": setup.sharing,
+        "pairs_needed": sum(t.num_rows for t in needed.values()),
+        "blocks_removed_corrupt": len(plain_scan.removed) + len(pair_scan.removed),
+    }
+    return Plan(needed, found, d0, todo, stats)
 
 
-def estimate(p: StreamPlan) -> dict[str, Any]:
-    """Pairs and tokens still to score (tokens counted by the plan from the pool's encoding)."""
+def estimate(
+    setup: Preparation, sets: dict[str, TextSet], p: Plan, pool_enc: EncodedSet
+) -> dict[str, Any]:
+    """Pairs and tokens still to score (from token counts of the pool's encoding, no model)."""
+    enc = {POOL: pool_enc}
+    enc.update({n: setup.prompts.encode(s.xs, s.ys, s.chat) for n, s in sets.items() if n != POOL})
+    tokens = int(setup.prompts.lengths(enc[POOL], p.todo_plain).sum())
+    for name, t in p.todo_pairs.items():
+        i, j = t["i"].to_numpy(), t["j"].to_numpy()
+        tokens += int(setup.prompts.lengths(enc[POOL], i, enc[name], j).sum())
     return {
         "targets_to_score_d0": len(p.todo_plain),
         "pairs_to_score": p.pairs_to_score,
-        "pairs_in_store": int(p.stats["pairs_needed"]) - p.pairs_to_score,  # type: ignore[call-overload]
-        "tokens_to_score": p.tokens,
+        "pairs_in_store": p.stats["pairs_needed"] - p.pairs_to_score,
+        "tokens_to_score": tokens,
     }
 
 
@@ -271,14 +282,9 @@ class ScoreReport:
 
 
 def execute(
-    setup: Preparation,
-    sets: dict[str, TextSet],
-    p: StreamPlan,
-    local_scorer: Any = None,
-    encoded: dict[str, EncodedSet] | None = None,
+    setup: Preparation, sets: dict[str, TextSet], p: Plan, local_scorer: Any = None
 ) -> ScoreReport:
-    """Score d0 for missing targets, then every work item of the plan; returns counters and
-    blocks. `encoded` (the pool's encoding) spares the in-process scorer a second tokenization."""
+    """Score d0 for missing targets, then every missing pair; returns counters and blocks."""
     job = setup.job
     counters: dict[str, Any] = {
         "pairs_scored": 0,
@@ -309,14 +315,18 @@ def execute(
         if todo:
             BlockStore(job.store_uri, job.store_key, kind).check_writable()
     with ProgressBar("scoring d0", len(p.todo_plain), unit="targets") as bar:
-        score_blocks(job, sets, plain_blocks, count("plain", bar), local_scorer, encoded)
+        score_blocks(job, sets, plain_blocks, count("plain", bar), local_scorer)
     new_d0 = BlockStore(job.store_uri, job.store_key, "plain").read(written["plain"])
     d0 = np.where(np.isnan(p.d0), d0_by_index(new_d0, sets[POOL].ids), p.d0)
     if np.isnan(d0).any():
         raise DeliftError("store: some d0 blocks are missing after scoring; run again to resume")
-    items = WorkItems(p.work, list(p.work_files), p.blocks, d0)
+    blocks = [
+        b
+        for name, t in p.todo_pairs.items()
+        for b in plan_pairs(t, name, d0, job.scoring.demos_per_block)
+    ]
     with ProgressBar("scoring pairs", p.pairs_to_score, unit="pairs") as bar:
-        score_blocks(job, sets, items, count("pairs", bar), local_scorer, encoded)
+        score_blocks(job, sets, blocks, count("pairs", bar), local_scorer)
     seconds = time.perf_counter() - start
     counters["pairs_per_second"] = round(counters["pairs_scored"] / seconds, 1) if seconds else None
     return ScoreReport(counters, written["pairs"])
@@ -325,81 +335,50 @@ def execute(
 def reduce(
     setup: Preparation,
     sets: dict[str, TextSet],
-    p: StreamPlan,
+    p: Plan,
     scored: ScoreReport,
     selection: SelectionConfig,
     cross_label: str,
     transform: UtilityTransform | None = None,
     seed: int = 0,
-    keep_table: bool = True,
-) -> tuple[Any, Any, pa.Table | None, np.ndarray]:
-    """Kernels from the needed pairs, per selection's scaling, normalize and sharpen: (K, cross
-    kernel or None, utilities or None without `keep_table`, K's demonstration means m_j); the
-    kernels are CSC float64 (rows = targets).
+) -> tuple[Any, Any, pa.Table, np.ndarray]:
+    """Kernels from the needed pairs, scaled per selection's scaling, normalize and sharpen:
+    (K, cross kernel or None, utilities, K's demonstration means m_j).
 
-    The pairs come from the plan's read of the store plus the blocks this run wrote (the store
-    is not listed again), a bucket of demonstrations at a time. `transform(u, seed, kernel
-    number)`, if given, rewrites each kernel's utilities, in (i, j) order, before scaling
-    (delift-shuffled permutes them over their pairs, a control for what the utilities'
-    placement is worth); the table keeps the true ones in (i, j) order, the cross kernel's rows
-    labelled `cross_label` (the stage). The plan's spill files and work items are removed.
+    The pairs come from the plan's scan of the store plus the blocks this run wrote (the store
+    is not scanned again), in (i, j) order. `transform(u, seed, kernel number)`, if given,
+    rewrites each kernel's utilities before scaling (delift-shuffled permutes them over their
+    pairs, a control for what the utilities' placement is worth); the table keeps the true ones,
+    the cross kernel's rows labelled `cross_label` (the stage).
     """
-    store = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs")
-    try:
-        route_new(p, store, scored.pair_blocks, {name: s.ids for name, s in sets.items()})
-        kernels: dict[str, Any] = {}
-        tables = []
-        for name in p.kernels:
-            red = reduce_kernel(p, name, keep_table)
-            order = red.ij_order() if keep_table or transform is not None else None
-            raw = red.u
-            if transform is not None:
-                assert order is not None
-                red.u = np.empty_like(raw)
-                red.u[order] = transform(raw[order], seed, len(kernels))
-            kernels[name] = scaled_kernel(red, selection)
-            if keep_table:
-                assert order is not None and red.d0 is not None and red.d1 is not None
-                tables.append(
-                    _utility_table(
-                        POOL if name == POOL else cross_label,
-                        np.asarray(sets[POOL].ids, object)[red.rows[order]],
-                        np.asarray(sets[name].ids, object)[
-                            np.repeat(np.arange(red.shape[1]), np.diff(red.indptr))[order]
-                        ],
-                        red.d0[order],
-                        red.d1[order],
-                        raw[order],
-                    )
-                )
-    finally:
-        p.close()
-    pool = kernels[POOL]
-    cols = np.repeat(np.arange(pool.shape[1]), np.diff(pool.indptr))
-    means = demonstration_means(pool.indices, cols, pool.data, pool.shape[1])
-    table = pa.concat_tables(tables) if keep_table else None
-    return pool, kernels.get(CROSS), table, means
-
-
-def _utility_table(
-    label: str,
-    targets: np.ndarray,
-    demos: np.ndarray,
-    d0: np.ndarray,
-    d1: np.ndarray,
-    u: np.ndarray,
-) -> pa.Table:
-    """One kernel's rows of the utilities table."""
-    return pa.table(
-        {
-            "kernel": pa.array([label] * len(u), pa.string()),
-            "target_id": pa.array(targets, pa.string()),
-            "demo_id": pa.array(demos, pa.string()),
-            "d0": pa.array(d0, pa.float64()),
-            "d1": pa.array(d1, pa.float64()),
-            "u": pa.array(u, pa.float64()),
-        }
-    )
+    new = BlockStore(setup.job.store_uri, setup.job.store_key, "pairs").read(scored.pair_blocks)
+    n = len(sets[POOL].ids)
+    kernels: dict[str, Any] = {}
+    tables = []
+    for name, needed in p.needed.items():
+        got = pa.concat_tables([p.found[name], needed_utilities(p.todo_pairs[name], new)])
+        got = got.sort_by([("i", "ascending"), ("j", "ascending")])
+        if got.num_rows != needed.num_rows:
+            raise DeliftError(
+                f"store: {needed.num_rows - got.num_rows} needed pairs are missing; run again"
+            )
+        i, j = got["i"].to_numpy(), got["j"].to_numpy()
+        shape = (n, len(sets[name].ids))
+        u = got["u"].to_numpy()
+        if transform is not None:
+            u = transform(u, seed, len(kernels))
+        kernels[name] = utility_kernel(
+            i, j, u, shape, selection.scaling, selection.normalize, selection.sharpen
+        )
+        label = POOL if name == POOL else cross_label
+        tables.append(
+            got.select(["target_id", "demo_id", "d0", "d1", "u"]).add_column(
+                0, "kernel", pa.array([label] * got.num_rows, pa.string())
+            )
+        )
+    pool = kernels[POOL].tocoo()
+    means = demonstration_means(pool.row, pool.col, pool.data, n)
+    return kernels[POOL], kernels.get(CROSS), pa.concat_tables(tables), means
 
 
 def load_local_model(setup: Preparation) -> Any:

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,47 +48,28 @@ def scoring_key(**parts: Any) -> str:
 
 
 def block_table(
-    target_ids: Sequence[str] | np.ndarray | pa.Array,
-    demo_ids: Sequence[str] | np.ndarray | pa.Array,
-    d0: np.ndarray,
-    d1: np.ndarray,
+    target_ids: list[str], demo_ids: list[str], d0: np.ndarray, d1: np.ndarray
 ) -> pa.Table:
-    """A block of scored pairs (u = d0 - d1) in the store's schema (ids as Python strings or
-    an Arrow string array)."""
+    """A block of scored pairs (u = d0 - d1) in the store's schema."""
     d0 = np.asarray(d0, dtype=np.float64)
     d1 = np.asarray(d1, dtype=np.float64)
-    ids = [
-        x if isinstance(x, pa.Array) else pa.array(x, pa.string()) for x in (target_ids, demo_ids)
-    ]
     return pa.table(
-        [*ids, pa.array(d0), pa.array(d1), pa.array(d0 - d1)],
+        [
+            pa.array(target_ids, pa.string()),
+            pa.array(demo_ids, pa.string()),
+            pa.array(d0),
+            pa.array(d1),
+            pa.array(d0 - d1),
+        ],
         schema=BLOCK_SCHEMA,
     )
-
-
-def joined_utf8(column: pa.ChunkedArray | pa.Array) -> bytes | None:
-    """The strings' UTF-8 joined by NUL bytes, as `"\x00".join(strings).encode()` gives them,
-    from the Arrow buffers (no Python strings); None if a value is null."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if arr.null_count:
-        return None
-    if len(arr) == 0:
-        return b""
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    data = data[offsets[0] : offsets[-1]]
-    return np.insert(data, offsets[1:-1] - offsets[0], 0).tobytes()
 
 
 def checksum(table: pa.Table) -> str:
     """sha256 over a block's ids and values, independent of how Parquet encodes them."""
     h = hashlib.sha256()
     for name in ("target_id", "demo_id"):
-        joined = joined_utf8(table[name])
-        if joined is None:  # no valid block has a null id
-            return "null id"
-        h.update(joined)
+        h.update("\x00".join(table[name].to_pylist()).encode())
     for name in ("d0", "d1", "u"):
         h.update(table[name].to_numpy().astype(np.float64).tobytes())
     return h.hexdigest()
@@ -155,31 +135,20 @@ class BlockStore:
             self.fs.create_dir(self.dir, recursive=True)
             self._created = True
 
-    def names(self) -> list[str]:
-        """The block files in the store now, sorted (one listing of the directory)."""
-        selector = pafs.FileSelector(self.dir, allow_not_found=True)
-        names = []
-        for info in self.fs.get_file_info(selector):
-            name = info.path.rsplit("/", 1)[-1]
-            is_block = name.endswith(".parquet") and not name.startswith(".")
-            if info.type == pafs.FileType.File and is_block:
-                names.append(name)
-        return sorted(names)
-
-    def read_or_remove(self, name: str) -> pa.Table | None:
-        """One listed block, or None after removing it if it is truncated or corrupt."""
-        table = self._read_valid(f"{self.dir}/{name}")
-        if table is None:
-            _remove_quietly(self.fs, f"{self.dir}/{name}")
-        return table
-
     def scan(self) -> StoreScan:
         """Read every valid block; remove (and report) truncated or corrupt ones."""
         tables, removed = [], []
-        for name in self.names():
-            table = self.read_or_remove(name)
+        selector = pafs.FileSelector(self.dir, allow_not_found=True)
+        for info in sorted(self.fs.get_file_info(selector), key=lambda i: i.path):
+            if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
+                continue
+            name = info.path.rsplit("/", 1)[-1]
+            if name.startswith("."):
+                continue
+            table = self._read_valid(info.path)
             if table is None:
                 removed.append(name)
+                _remove_quietly(self.fs, info.path)
             else:
                 tables.append(table)
         table = pa.concat_tables(tables) if tables else BLOCK_SCHEMA.empty_table()

@@ -144,28 +144,22 @@ def score_delift(
     with timer("pairs"):
         pairs, knn = st.choose_pairs(cfg.pairs, cfg.embedder, cfg.scoring, cfg.seed, sets, scorer)
     with timer("plan"):
-        plan = st.plan(setup, sets, pairs, pool_enc, write=not dry_run)
-        del pairs  # the neighbour tables: n x k, not needed once the plan has bucketed them
-    try:
-        est = st.estimate(plan)
+        plan = st.plan(setup, sets, pairs)
+        est = st.estimate(setup, sets, plan, pool_enc)
         speed = None
         if scorer is not None and (plan.pairs_to_score or dry_run):
             speed = st.calibrate(scorer, sets, cfg.scoring.calibration_pairs, cfg.seed)
         workers = 1 if cfg.scoring.executor == "local" else cfg.scoring.actors
         st.print_estimate(est, speed, workers, dry_run)
-        if dry_run:
-            return None
-        with timer("score"):
-            in_process = scorer if cfg.scoring.executor == "local" else None
-            scored = st.execute(setup, sets, plan, in_process, {"pool": pool_enc})
-        keep_table = cfg.pairs.mode == "dense"
-        with timer("reduce"):
-            k, cross_k, utilities, means = st.reduce(
-                setup, sets, plan, scored, cfg.selection, cfg.stage, transform, cfg.seed,
-                keep_table,
-            )  # fmt: skip
-    finally:
-        plan.close()
+    if dry_run:
+        return None
+    with timer("score"):
+        scored = st.execute(setup, sets, plan, scorer if cfg.scoring.executor == "local" else None)
+    with timer("reduce"):
+        k, cross_k, utilities, means = st.reduce(
+            setup, sets, plan, scored, cfg.selection, cfg.stage, transform, cfg.seed
+        )
+    keep_table = cfg.pairs.mode == "dense"
     return Kernels(
         pool=k,
         cross=cross_k,

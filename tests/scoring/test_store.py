@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -87,22 +86,3 @@ def test_check_writable_leaves_nothing_and_fails_early(tmp_path):
     blocked = BlockStore(str(tmp_path / "file" / "s"), "k")
     with pytest.raises(DeliftError, match=r"store: cannot write to .*file/s/k/pairs: "):
         blocked.check_writable()
-
-
-def test_checksum_from_arrow_buffers_is_the_python_join_of_the_ids():
-    """Stores written before keep their names: the digest is the one of "\x00".join(ids)."""
-    import hashlib
-
-    from delift_ray.scoring.store import block_table, checksum
-
-    ids = ["a", "", "ünï-çødé", "x" * 300, "", "b\tc", "日本"]
-    table = block_table(ids, ids[::-1], np.arange(7.0), np.ones(7))
-    for t in (table, table.slice(2, 4), pa.concat_tables([table.slice(0, 3), table.slice(3)])):
-        h = hashlib.sha256()
-        for name in ("target_id", "demo_id"):
-            h.update("\x00".join(t[name].to_pylist()).encode())
-        for name in ("d0", "d1", "u"):
-            h.update(t[name].to_numpy().astype(np.float64).tobytes())
-        assert checksum(t) == h.hexdigest()
-    empty = block_table([], [], np.zeros(0), np.zeros(0))
-    assert checksum(empty) == hashlib.sha256(b"" + b"" + b"" * 3).hexdigest()
